@@ -1,0 +1,1 @@
+"""Chapter benchmarks: each module has `run() -> list[str]` (see llmcourse/bench.py)."""

@@ -1,0 +1,1 @@
+"""Exercise definitions (reference, cases, known-wrong catalog), one module per topic."""

@@ -1,0 +1,25 @@
+"""What every chapter notebook does first: seeds, threads, print options, device."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+
+N_THREADS = 2
+"""Torch CPU threads. Fixed, because float reductions (and so recorded outputs) can depend on it."""
+
+
+def setup(seed: int = 0) -> str:
+    """Seed Python, NumPy and torch; fix torch's thread count; return the device to use.
+
+    Returns ``"cuda"`` when a GPU is present, else ``"cpu"`` (the recorded outputs are from CPU).
+    """
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.set_num_threads(N_THREADS)
+    np.set_printoptions(precision=3, suppress=True, linewidth=100)
+    return "cuda" if torch.cuda.is_available() else "cpu"
