@@ -410,7 +410,7 @@ class ExerciseWrong(Exception):
         return [str(self)]
 
 
-def _report(result: CheckResult) -> str:
+def _report(result: CheckResult, name: str = "name") -> str:
     ex = result.exercise
     printed = result.printed.strip()
     note = f"\n  (your function printed {len(printed.splitlines())} line(s) during the check; hidden here)" if printed else ""
@@ -421,7 +421,7 @@ def _report(result: CheckResult) -> str:
                 f"The cells below use the reference implementation for now.")
     return (f"❌ Exercise {ex.id} ({ex.title}) is not right yet: {result.message}\n"
             f"  hint: {result.hint}{note}\n"
-            f"  To move on for now, use the reference: `name = reference(\"{ex.id}\")`.")
+            f"  To move on for now, use the reference: `{name} = reference(\"{ex.id}\")`.")
 
 
 def check(exercise_id: str, fn: Callable) -> Callable:
@@ -432,7 +432,8 @@ def check(exercise_id: str, fn: Callable) -> Callable:
     """
     ex = get_exercise(exercise_id)
     result = run_check(ex, fn)
-    report = _report(result)
+    name = getattr(fn, "__name__", "")
+    report = _report(result, name if name.isidentifier() else "name")
     if result.status == WRONG:
         raise ExerciseWrong(report)
     print(report)

@@ -77,3 +77,52 @@ def random_mdp(rng: np.random.Generator, n_states: int = 5, n_actions: int = 3, 
 def random_policy(rng: np.random.Generator, n_states: int, n_actions: int) -> np.ndarray:
     """A random stochastic policy (rows sum to 1): (n_states, n_actions)."""
     return rng.dirichlet(np.ones(n_actions), size=n_states)
+
+
+# Published values, transcribed from Sutton & Barto (2nd ed., 2018), one decimal as printed.
+BOOK_FIG_3_2 = np.array([[3.3, 8.8, 4.4, 5.3, 1.5],
+                         [1.5, 3.0, 2.3, 1.9, 0.5],
+                         [0.1, 0.7, 0.7, 0.4, -0.4],
+                         [-1.0, -0.4, -0.4, -0.6, -1.2],
+                         [-1.9, -1.3, -1.2, -1.4, -2.0]])
+"""Fig. 3.2 (right): v_π of the equiprobable random policy on the 5×5 grid, γ = 0.9."""
+
+BOOK_FIG_3_5 = np.array([[22.0, 24.4, 22.0, 19.4, 17.5],
+                         [19.8, 22.0, 19.8, 17.8, 16.0],
+                         [17.8, 19.8, 17.8, 16.0, 14.4],
+                         [16.0, 17.8, 16.0, 14.4, 13.0],
+                         [14.4, 16.0, 14.4, 13.0, 11.7]])
+"""Fig. 3.5 (middle): v* on the 5×5 grid, γ = 0.9."""
+
+BOOK_FIG_3_5_POLICY = [["→", "↑↓→←", "←", "↑↓→←", "←"],
+                       ["↑→", "↑", "↑←", "←", "←"],
+                       ["↑→", "↑", "↑←", "↑←", "↑←"],
+                       ["↑→", "↑", "↑←", "↑←", "↑←"],
+                       ["↑→", "↑", "↑←", "↑←", "↑←"]]
+"""Fig. 3.5 (right): the optimal actions in each cell (↑→ is the book's diagonal ↗)."""
+
+BOOK_FIG_4_1 = {
+    0: np.zeros((4, 4)),
+    1: np.array([[0.0, -1, -1, -1], [-1, -1, -1, -1], [-1, -1, -1, -1], [-1, -1, -1, 0]]),
+    2: np.array([[0.0, -1.7, -2.0, -2.0], [-1.7, -2.0, -2.0, -2.0], [-2.0, -2.0, -2.0, -1.7], [-2.0, -2.0, -1.7, 0.0]]),
+    3: np.array([[0.0, -2.4, -2.9, -3.0], [-2.4, -2.9, -3.0, -2.9], [-2.9, -3.0, -2.9, -2.4], [-3.0, -2.9, -2.4, 0.0]]),
+    10: np.array([[0.0, -6.1, -8.4, -9.0], [-6.1, -7.7, -8.4, -8.4], [-8.4, -8.4, -7.7, -6.1], [-9.0, -8.4, -6.1, 0.0]]),
+    "inf": np.array([[0.0, -14, -20, -22], [-14, -18, -20, -20], [-20, -20, -18, -14], [-22, -20, -14, 0.0]]),
+}
+"""Fig. 4.1 (left): v_k of iterative policy evaluation for the random policy on the 4×4 grid,
+γ = 1, after k = 0, 1, 2, 3, 10 sweeps and at convergence. The book cuts to one decimal
+(v_2 = -1.75 is printed -1.7)."""
+
+
+def policy_arrows(policy: np.ndarray, shape: tuple[int, int], arrows: str = ARROWS) -> list[list[str]]:
+    """The policy's best actions in each cell as arrow strings, e.g. "↑←" for a tie."""
+    return [["".join(arrows[a] for a in range(policy.shape[1]) if policy[r * shape[1] + c, a] > 0)
+             for c in range(shape[1])] for r in range(shape[0])]
+
+
+def format_grid(values, shape: tuple[int, int] | None = None, fmt: str = "{:6.1f}") -> str:
+    """A grid of numbers (or strings) as aligned text rows, for comparing with a printed table."""
+    grid = np.asarray(values, dtype=object)
+    if shape is not None:
+        grid = grid.reshape(shape)
+    return "\n".join(" ".join(fmt.format(v) if not isinstance(v, str) else f"{v:>6}" for v in row) for row in grid)
