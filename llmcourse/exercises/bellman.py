@@ -220,9 +220,15 @@ def _vi_no_terminal(P, gamma, theta=1e-10):
 
 
 def _vi_stale_policy(P, gamma, theta=1e-10):
-    """Greedy policy taken from the q of the second-to-last sweep's V... of the first sweep."""
+    """The greedy policy of the first sweep's values instead of the final ones."""
     V, _ = ref.value_iteration(P, gamma, theta)
     return V, ref.greedy_policy(ref.q_from_v(P, np.zeros(len(P)), gamma))
+
+
+def _vi_argmax_policy(P, gamma, theta=1e-10):
+    V, _ = ref.value_iteration(P, gamma, theta)
+    q = ref.q_from_v(P, V, gamma)
+    return V, np.eye(q.shape[1])[q.argmax(axis=1)]
 
 
 register(
@@ -309,6 +315,9 @@ register(
             KnownWrong("one sweep", _vi_one_sweep, "Repeat the max-backup until max |V_new − V| < theta."),
             KnownWrong("bootstraps past terminal", _vi_no_terminal,
                        "A transition with terminated=True ends the episode: do not add γ·v(s') for it."),
+            KnownWrong("argmax policy", _vi_argmax_policy,
+                       "The values are right, but argmax keeps only the first best action: return "
+                       "greedy_policy(q_from_v(P, V, gamma)), which splits ties."),
             KnownWrong("stale policy", _vi_stale_policy,
                        "Compute the greedy policy from the final V (q_from_v(P, V, gamma)), not from an "
                        "earlier one."),
