@@ -1,0 +1,62 @@
+"""Saving and loading model checkpoints; the course's shipped base model, checksum-verified.
+
+    model = load_base_model(device)   # the tiny GPT after pretraining + SFT (chapter 05)
+
+The file holds only tensors and plain numbers (``torch.load(..., weights_only=True)``), and
+its sha256 must equal `BASE_MODEL_SHA256`: a missing or damaged file gives a clear error
+saying how to rebuild it (``python -m llmcourse.train_base``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import torch
+
+from llmcourse.model import GPT, GPTConfig
+
+BASE_MODEL_PATH = Path(__file__).parent / "data" / "base_model.pt"
+BASE_MODEL_SHA256 = "b5e2a6a5884d33b60c75d40b11cb912662b498b5ad1f63ec80f570d50b665ffc"
+"""sha256 of the shipped ``base_model.pt`` (printed by ``python -m llmcourse.train_base``)."""
+
+
+class CheckpointError(RuntimeError):
+    """The checkpoint is missing, damaged, or not the one the course ships."""
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def save_checkpoint(model: GPT, path: Path, metrics: dict | None = None) -> None:
+    """Save config, weights (float32) and metrics; the weights are the state dict without duplicates."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k != "lm_head.weight"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": model.cfg.to_dict(), "state_dict": state, "metrics": dict(metrics or {})}, path)
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu", sha256: str | None = None) -> GPT:
+    """Load a checkpoint saved by `save_checkpoint`; verify its sha256 when given."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path} is missing. Rebuild it with `python -m llmcourse.train_base`.")
+    if sha256 is not None and file_sha256(path) != sha256:
+        raise CheckpointError(f"{path} is damaged or not the course's checkpoint (sha256 mismatch). "
+                              "Restore it with `git checkout -- llmcourse/data/base_model.pt`, "
+                              "or rebuild it with `python -m llmcourse.train_base`.")
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = GPT(GPTConfig(**blob["config"]))
+    model.load_state_dict({**blob["state_dict"], "lm_head.weight": blob["state_dict"]["wte.weight"]})
+    return model.to(device).eval()
+
+
+def base_model_metrics() -> dict:
+    """Held-out accuracy and format rate recorded when the base model was trained."""
+    return dict(torch.load(BASE_MODEL_PATH, map_location="cpu", weights_only=True)["metrics"])
+
+
+def load_base_model(device: str | torch.device = "cpu") -> GPT:
+    """The course's base model (pretrained + SFT), checksum-verified, in eval mode."""
+    return load_checkpoint(BASE_MODEL_PATH, device, sha256=BASE_MODEL_SHA256)

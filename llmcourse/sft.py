@@ -1,0 +1,110 @@
+"""Supervised fine-tuning (SFT) on chat-formatted examples, and evaluation on the held-out set.
+
+An SFT example is ``prompt + response + EOS`` as token ids. Examples of different lengths are
+right-padded with ``<|pad|>`` into one (B, T) batch. The model reads ``ids[:, :-1]`` and is
+scored on predicting ``ids[:, 1:]``, but only where the *target* is a response token (the
+EOS included): prompt tokens and padding get the label -100 and count for nothing::
+
+    ids      <|user|> What is 2 + 3 ? <|assistant|> <think> … </answer> <|endoftext|> <|pad|>
+    targets    -100   -100 … -100      <think>   …   <|endoftext|>       -100
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from llmcourse import taskworld as tw
+from llmcourse.kv_cache import generate
+from llmcourse.model import GPT
+from llmcourse.tokenizer import decode, encode, special_id
+
+IGNORE = -100
+"""Label of a position that does not count in the loss (PyTorch's ``ignore_index``)."""
+
+
+def encode_example(p: tw.Problem) -> tuple[list[int], int]:
+    """Token ids of ``prompt + response + EOS`` and the number of prompt tokens."""
+    prompt_ids = encode(tw.prompt(p))
+    return prompt_ids + encode(tw.response(p) + tw.EOS), len(prompt_ids)
+
+
+def collate(examples: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad examples -> ids (B, T_max) long and prompt_lens (B,) long."""
+    T = max(len(ids) for ids, _ in examples)
+    ids = torch.full((len(examples), T), pad_id, dtype=torch.long)
+    for i, (row, _) in enumerate(examples):
+        ids[i, :len(row)] = torch.tensor(row)
+    return ids, torch.tensor([n for _, n in examples], dtype=torch.long)
+
+
+def sft_targets(ids: torch.Tensor, prompt_lens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Labels for SFT: (B, T) ids -> (B, T-1) targets, -100 where the loss must not look.
+
+    Position t predicts ``ids[:, t+1]``; keep it only if token t+1 is in the response
+    (``t + 1 >= prompt_len``) and is not padding.
+    """
+    targets = ids[:, 1:].clone()                                           # (B, T-1): token t+1
+    t_next = torch.arange(1, ids.size(1), device=ids.device)               # (T-1,): index of each target
+    in_prompt = t_next[None, :] < prompt_lens[:, None]                     # (B, T-1)
+    targets[in_prompt | (targets == pad_id)] = IGNORE
+    return targets
+
+
+def masked_cross_entropy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy over the positions whose target is not -100.
+
+    logits: (B, T, V), targets: (B, T) long -> scalar. Every kept token weighs the same,
+    whichever sequence it is in (the mean is over tokens, not over sequences).
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)                           # (B, T, V)
+    keep = targets != IGNORE                                               # (B, T)
+    nll = -logp.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)  # (B, T)
+    return (nll * keep).sum() / keep.sum()
+
+
+def sft_loss(model: GPT, ids: torch.Tensor, prompt_lens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """The SFT loss of a padded batch: response tokens only."""
+    logits = model(ids[:, :-1])                                            # (B, T-1, V)
+    return masked_cross_entropy(logits, sft_targets(ids, prompt_lens, pad_id))
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+@torch.no_grad()
+def complete(model: GPT, problems: Sequence[tw.Problem], max_new_tokens: int = 48,
+             temperature: float = 0.0, generator: torch.Generator | None = None,
+             batch_size: int = 128) -> list[str]:
+    """The model's response text (up to EOS) for each problem, batched by prompt length."""
+    device = next(model.parameters()).device
+    eos = special_id(tw.EOS)
+    prompts = [encode(tw.prompt(p)) for p in problems]
+    out: list[str] = [""] * len(problems)
+    by_len: dict[int, list[int]] = {}
+    for i, ids in enumerate(prompts):
+        by_len.setdefault(len(ids), []).append(i)
+    for n, rows in sorted(by_len.items()):
+        for b in range(0, len(rows), batch_size):
+            chunk = rows[b:b + batch_size]
+            idx = torch.tensor([prompts[i] for i in chunk], device=device)
+            new = min(max_new_tokens, model.cfg.block_size - n)
+            gen = generate(model, idx, new, cache="prealloc", temperature=temperature,
+                           generator=generator, stop_id=eos)[:, n:]
+            for i, row in zip(chunk, gen.tolist()):
+                if eos in row:
+                    row = row[:row.index(eos)]
+                out[i] = decode(row)
+    return out
+
+
+def evaluate(model: GPT, problems: Sequence[tw.Problem] | None = None) -> dict:
+    """Greedy answers on the held-out set: exact accuracy, format rate and the responses."""
+    problems = list(tw.eval_problems() if problems is None else problems)
+    responses = complete(model, problems)
+    correct = [tw.is_correct(r, p) for r, p in zip(responses, problems)]
+    formatted = [tw.format_ok(r) for r in responses]
+    return {"accuracy": sum(correct) / len(problems), "format_rate": sum(formatted) / len(problems),
+            "correct": correct, "responses": responses}

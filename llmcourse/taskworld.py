@@ -1,0 +1,186 @@
+"""The task world of chapters 04–10: multi-digit addition with a checkable answer.
+
+A problem is two numbers to add. The model is prompted in a chat format and answers with
+a short *reasoning* part (column sums from the right, with carries) and an *answer* part,
+in fixed tags, then the end-of-text token::
+
+    prompt:    <|user|>What is 47+385?<|assistant|>
+    response:  <think>7+5=12,4+8+1=13,0+3+1=4</think><answer>432</answer><|endoftext|>
+
+Rewards are rules, as in DeepSeek-R1-Zero: `is_correct` (exact answer match) and
+`format_ok` (the response has exactly the tagged shape). Problems come from a seeded
+generator; `eval_problems()` is a fixed held-out set that `sample_problems` never returns.
+Operands have 1 to 3 digits, so short problems are easy and long ones with carries are
+hard: a tiny model gets the task partly right, which leaves room for RL to show gains.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+# Special tokens (one token each in the course's tokenizer, see `llmcourse.tokenizer`).
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+USER = "<|user|>"
+ASSISTANT = "<|assistant|>"
+THINK, END_THINK = "<think>", "</think>"
+ANSWER, END_ANSWER = "<answer>", "</answer>"
+SPECIAL_TOKENS = [EOS, PAD, USER, ASSISTANT, THINK, END_THINK, ANSWER, END_ANSWER]
+
+EVAL_SEED = 20_240
+"""Seed of the held-out evaluation set."""
+EVAL_SIZE = 256
+"""Number of held-out evaluation problems."""
+
+
+@dataclass(frozen=True)
+class TaskConfig:
+    """Which problems the generator draws."""
+
+    min_digits: int = 1
+    """Fewest digits of an operand."""
+    max_digits: int = 3
+    """Most digits of an operand (each operand's length is drawn uniformly in between)."""
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One addition problem ``a + b``."""
+
+    a: int
+    b: int
+
+    @property
+    def question(self) -> str:
+        """``Problem(47, 385).question -> 'What is 47+385?'``"""
+        return f"What is {self.a}+{self.b}?"
+
+    @property
+    def answer(self) -> int:
+        return self.a + self.b
+
+
+def reasoning(p: Problem) -> str:
+    """Column sums from the right, carry written when it is 1.
+
+    ``reasoning(Problem(47, 385)) -> '7+5=12,4+8+1=13,0+3+1=4'``
+    """
+    da, db = str(p.a)[::-1], str(p.b)[::-1]
+    steps, carry = [], 0
+    for i in range(max(len(da), len(db))):
+        x, y = int(da[i]) if i < len(da) else 0, int(db[i]) if i < len(db) else 0
+        s = x + y + carry
+        steps.append(f"{x}+{y}" + (f"+{carry}" if carry else "") + f"={s}")
+        carry = s // 10
+    return ",".join(steps)
+
+
+def prompt(p: Problem) -> str:
+    """The chat prompt the model continues: ``<|user|>What is 47+385?<|assistant|>``."""
+    return f"{USER}{p.question}{ASSISTANT}"
+
+
+def response(p: Problem) -> str:
+    """The ideal response, without the end-of-text token."""
+    return f"{THINK}{reasoning(p)}{END_THINK}{ANSWER}{p.answer}{END_ANSWER}"
+
+
+def transcript(p: Problem) -> str:
+    """Prompt, ideal response and end-of-text: one training document."""
+    return prompt(p) + response(p) + EOS
+
+
+# --------------------------------------------------------------------------- generator
+
+
+def sample_problem(rng: np.random.Generator, cfg: TaskConfig = TaskConfig()) -> Problem:
+    """One problem; each operand's number of digits is uniform in [min_digits, max_digits]."""
+    def operand() -> int:
+        n = int(rng.integers(cfg.min_digits, cfg.max_digits + 1))
+        return int(rng.integers(0 if n == 1 else 10 ** (n - 1), 10**n))
+    return Problem(operand(), operand())
+
+
+@lru_cache(maxsize=4)
+def eval_problems(cfg: TaskConfig = TaskConfig()) -> tuple[Problem, ...]:
+    """The fixed held-out evaluation set (distinct problems, seed `EVAL_SEED`)."""
+    rng = np.random.default_rng(EVAL_SEED)
+    seen: dict[Problem, None] = {}
+    while len(seen) < EVAL_SIZE:
+        seen[sample_problem(rng, cfg)] = None
+    return tuple(seen)
+
+
+def sample_problems(n: int, seed: int, cfg: TaskConfig = TaskConfig()) -> list[Problem]:
+    """``n`` training problems from ``seed``, never one of the held-out `eval_problems`."""
+    rng = np.random.default_rng(seed)
+    held_out = set(eval_problems(cfg))
+    out: list[Problem] = []
+    while len(out) < n:
+        p = sample_problem(rng, cfg)
+        if p not in held_out:
+            out.append(p)
+    return out
+
+
+# --------------------------------------------------------------------------- verifier
+
+_FORMAT = re.compile(r"<think>[^<>]*</think><answer>(\d+)</answer>")
+_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def strip_eos(text: str) -> str:
+    """The response up to (not including) the first end-of-text token."""
+    return text.split(EOS, 1)[0]
+
+
+def format_ok(text: str) -> bool:
+    """Is the response exactly ``<think>…</think><answer>DIGITS</answer>`` (EOS optional)?
+
+    ``format_ok('<think>2+2=4</think><answer>4</answer>') -> True``;
+    ``format_ok('<answer>4</answer>') -> False`` (no reasoning part).
+    """
+    return _FORMAT.fullmatch(strip_eos(text)) is not None
+
+
+def parse_answer(text: str) -> str | None:
+    """The text inside the first ``<answer>…</answer>``, stripped, or None."""
+    m = _ANSWER.search(strip_eos(text))
+    return m.group(1).strip() if m else None
+
+
+def is_correct(text: str, problem: Problem) -> bool:
+    """Exact-answer verifier: the parsed answer is the decimal sum (no extra characters)."""
+    return parse_answer(text) == str(problem.answer)
+
+
+def rule_reward(text: str, problem: Problem, format_weight: float = 0.1) -> float:
+    """R1-Zero style reward: 1 for a correct answer, plus ``format_weight`` for the format."""
+    return float(is_correct(text, problem)) + format_weight * float(format_ok(text))
+
+
+ENGLISH = """\
+A policy maps each state to a distribution over actions. The return is the discounted sum of
+the rewards that follow. The value of a state is the expected return from that state. A language
+model is a policy: the state is the text so far and the action is the next token. We train the
+model on text, then fine-tune it on answers, then improve it with reinforcement learning from a
+reward that checks whether the answer is right and whether the format is followed. What is the
+next token? The model computes attention over the tokens of the context and predicts a
+probability for every token of the vocabulary.
+"""
+"""A little English, so that the tokenizer also learns some word pieces."""
+
+
+def tokenizer_corpus(n_problems: int = 2000, seed: int = 7) -> str:
+    """The text the course's BPE tokenizer is trained on: task transcripts and some English.
+
+    Special tokens are removed (they are never merged; they get their own ids).
+    """
+    text = "\n".join(transcript(p) for p in sample_problems(n_problems, seed)) + "\n" + ENGLISH
+    for tok in SPECIAL_TOKENS:
+        text = text.replace(tok, "\n")
+    return text

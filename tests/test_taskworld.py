@@ -1,0 +1,57 @@
+"""The task world: format, generator, held-out set, verifier (hand-made examples)."""
+
+import numpy as np
+
+from llmcourse import taskworld as tw
+
+
+def test_reasoning_is_column_sums_with_carries():
+    assert tw.reasoning(tw.Problem(47, 385)) == "7+5=12,4+8+1=13,0+3+1=4"
+    assert tw.reasoning(tw.Problem(2, 3)) == "2+3=5"
+    assert tw.reasoning(tw.Problem(99, 1)) == "9+1=10,9+0+1=10"
+
+
+def test_transcript_format():
+    p = tw.Problem(47, 385)
+    assert tw.transcript(p) == ("<|user|>What is 47+385?<|assistant|>"
+                                "<think>7+5=12,4+8+1=13,0+3+1=4</think><answer>432</answer><|endoftext|>")
+
+
+def test_ideal_response_is_correct_and_formatted_for_many_problems():
+    for p in tw.sample_problems(300, seed=1):
+        assert tw.is_correct(tw.response(p), p) and tw.format_ok(tw.response(p))
+        assert tw.rule_reward(tw.response(p), p) == 1.1
+
+
+def test_verifier_on_hand_made_responses():
+    p = tw.Problem(2, 2)
+    assert tw.is_correct("<think>2+2=4</think><answer>4</answer>", p)
+    assert tw.is_correct("<think>2+2=4</think><answer> 4 </answer>", p)       # spaces stripped
+    assert not tw.is_correct("<think>2+2=4</think><answer>04</answer>", p)    # exact decimal only
+    assert not tw.is_correct("<think>2+2=4</think><answer>5</answer>", p)
+    assert not tw.is_correct("the answer is 4", p)
+    assert tw.is_correct("<answer>4</answer>", p) and not tw.format_ok("<answer>4</answer>")
+
+
+def test_format_checker_on_hand_made_responses():
+    assert tw.format_ok("<think>2+2=4</think><answer>4</answer>")
+    assert tw.format_ok("<think>2+2=4</think><answer>4</answer><|endoftext|>junk after EOS")
+    assert not tw.format_ok("<think>2+2=4</think><answer>4</answer>extra")
+    assert not tw.format_ok("<think>2+2=4<answer>4</answer>")
+    assert not tw.format_ok("<think>2+2=4</think><answer>four</answer>")
+    assert not tw.format_ok("")
+
+
+def test_generator_is_seeded_and_respects_digits():
+    assert tw.sample_problems(20, seed=3) == tw.sample_problems(20, seed=3)
+    assert tw.sample_problems(20, seed=3) != tw.sample_problems(20, seed=4)
+    cfg = tw.TaskConfig(min_digits=2, max_digits=2)
+    rng = np.random.default_rng(0)
+    assert all(10 <= x <= 99 for _ in range(100) for x in (lambda p: (p.a, p.b))(tw.sample_problem(rng, cfg)))
+
+
+def test_eval_set_is_fixed_distinct_and_held_out():
+    ev = tw.eval_problems()
+    assert len(ev) == tw.EVAL_SIZE == len(set(ev))
+    assert ev[:3] == tw.eval_problems()[:3]
+    assert not set(ev) & set(tw.sample_problems(5000, seed=0))
