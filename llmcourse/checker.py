@@ -250,7 +250,7 @@ def describe_difference(expected: Any, received: Any, atol: float, rtol: float, 
             return f"expected a number{_where(path)}, received {_type_name(received)} {_fmt(received)}"
         e, r = float(expected), float(received)
         if math.isnan(r) and not math.isnan(e):
-            return f"your result is NaN{_where(path)}: look for a division by zero or log of 0"
+            return f"your result is NaN{_where(path)}: look for a division by zero, a log of 0, or a softmax over a row that is all -inf (everything masked)"
         if math.isinf(r) and not math.isinf(e):
             return f"your result is infinite{_where(path)}: look for an overflow or a division by zero"
         if math.isclose(e, r, rel_tol=rtol, abs_tol=atol) or (math.isnan(e) and math.isnan(r)):
@@ -270,7 +270,7 @@ def _compare_arrays(expected: np.ndarray, received: np.ndarray, atol: float, rto
         bad_nan = np.isnan(received) & ~np.isnan(expected)
         if bad_nan.any():
             idx = tuple(int(i) for i in np.argwhere(bad_nan)[0])
-            return f"your result contains NaN{_where(path)}, first at index {idx}: look for a division by zero or log of 0"
+            return f"your result contains NaN{_where(path)}, first at index {idx}: look for a division by zero, a log of 0, or a softmax over a row that is all -inf (everything masked)"
         close = np.isclose(received, expected, rtol=rtol, atol=atol, equal_nan=True)
     else:
         close = received == expected

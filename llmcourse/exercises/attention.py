@@ -36,6 +36,13 @@ def _att_wrong_side(q, k, v):
     return F.softmax(scores.masked_fill(~future_and_self, float("-inf")), dim=-1) @ v
 
 
+def _att_masks_self(q, k, v):
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))
+    T = q.size(-2)
+    mask = torch.ones(T, T, dtype=torch.bool).triu()                   # forgot diagonal=1: hides j == i too
+    return F.softmax(scores.masked_fill(mask, float("-inf")), dim=-1) @ v
+
+
 def _att_no_scale(q, k, v):
     return model.attention(q * math.sqrt(q.size(-1)), k, v)            # = softmax(q kᵀ + mask) v
 
@@ -223,6 +230,10 @@ register(
             KnownWrong("mask on the wrong side", _att_wrong_side,
                        "Your mask hides the past and shows the future. Query i may see keys j <= i: keep the lower "
                        "triangle (torch.tril) and set the entries *above* the diagonal to -inf."),
+            KnownWrong("mask hides the token itself", _att_masks_self,
+                       "Your mask also hides the diagonal, so a token cannot attend to itself and the first query "
+                       "has no key left (a softmax over all -inf gives NaN). Mask only j > i: "
+                       "torch.triu(torch.ones(T, T, dtype=torch.bool), diagonal=1)."),
             KnownWrong("missing sqrt(d) scaling", _att_no_scale,
                        "The scores are not scaled. Divide q @ kᵀ by √hs (hs = q.size(-1)), so that the softmax "
                        "does not saturate as the head size grows."),
