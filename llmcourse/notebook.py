@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import random
 
 import numpy as np
@@ -26,3 +27,20 @@ def setup(seed: int = 0) -> str:
     torch.set_num_threads(N_THREADS)
     np.set_printoptions(precision=3, suppress=True, linewidth=100)
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@contextlib.contextmanager
+def torch_threads(n: int):
+    """Run torch on ``n`` CPU threads inside the block; the previous count is restored after.
+
+    For code that may be called outside `setup` (benchmarks, training loops) and must not
+    depend on, or change, the caller's thread count.
+    """
+    import torch
+
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)

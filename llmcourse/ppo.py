@@ -12,7 +12,6 @@ details of PPO", 2022), which follows OpenAI Baselines.
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -22,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from llmcourse.notebook import torch_threads
 from llmcourse.policy_gradient import gae as gae_reference
 
 
@@ -166,21 +166,6 @@ class Agent(nn.Module):
         return action, log_prob, entropy, self.value(obs)
 
 
-@contextlib.contextmanager
-def one_thread():
-    """Run torch on one CPU thread inside the block (restored after).
-
-    The tensors of a CartPole agent are tiny: a second thread only adds synchronisation, which
-    gets very slow when other programs share the cores. One thread also makes results exact.
-    """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
-
-
 def make_envs(env_id: str, n: int) -> gym.vector.SyncVectorEnv:
     """n copies of ``env_id``; an episode that ends is reset in the same step (its last obs in info)."""
     return gym.vector.SyncVectorEnv([lambda: gym.make(env_id) for _ in range(n)],
@@ -195,7 +180,7 @@ def evaluate(agent: Agent, env_id: str = "CartPole-v1", n_episodes: int = 20, se
     Actions are sampled from the policy with a generator of their own (so evaluating does not
     change training's random numbers), or the most likely action with ``greedy=True``.
     """
-    with one_thread():
+    with torch_threads(1):  # tiny tensors: a second thread only adds synchronisation
         return _evaluate(agent, env_id, n_episodes, seed, greedy)
 
 
@@ -232,7 +217,7 @@ def train(config: PPOConfig, progress: bool = False,
     ``steps_to_target`` (None if never reached), ``seconds``, ``agent``.
     The loss and GAE functions can be swapped (the notebook passes the learner's own).
     """
-    with one_thread():
+    with torch_threads(1):  # tiny tensors: a second thread only adds synchronisation
         return _train(config, progress, policy_loss_fn, value_loss_fn, gae_fn)
 
 

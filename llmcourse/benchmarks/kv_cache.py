@@ -13,6 +13,7 @@ import torch
 
 from llmcourse.kv_cache import generate
 from llmcourse.model import GPT, GPTConfig
+from llmcourse.notebook import torch_threads
 
 LENGTHS = (128, 512, 1024)
 VARIANTS = ("none", "concat", "prealloc")
@@ -30,9 +31,7 @@ def time_generation(model: GPT, n_new: int, cache: str, repeats: int = 2) -> flo
 
 
 def run() -> list[str]:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         torch.manual_seed(0)
         model = GPT(GPTConfig(block_size=1280)).eval()
         generate(model, torch.zeros(1, 4, dtype=torch.long), 8, cache="prealloc")  # warm-up
@@ -44,5 +43,3 @@ def run() -> list[str]:
                          f"{tps['concat'] / tps['none']:>10.1f}x {tps['prealloc'] / tps['none']:>12.1f}x "
                          f"{tps['prealloc'] / tps['concat']:>14.2f}x")
         return lines
-    finally:
-        torch.set_num_threads(threads)

@@ -11,13 +11,12 @@ import time
 import torch
 
 from llmcourse.model import GPT, GPTConfig
+from llmcourse.notebook import torch_threads
 from llmcourse.training import TrainConfig, configure_optimizer, next_token_loss
 
 
 def tokens_per_second(threads: int, steps: int = 15, batch_size: int = 32) -> float:
-    old = torch.get_num_threads()
-    torch.set_num_threads(threads)
-    try:
+    with torch_threads(threads):
         torch.manual_seed(0)
         cfg = GPTConfig()
         model = GPT(cfg)
@@ -35,8 +34,6 @@ def tokens_per_second(threads: int, steps: int = 15, batch_size: int = 32) -> fl
         for _ in range(steps):
             step()
         return steps * x.numel() / (time.perf_counter() - start)
-    finally:
-        torch.set_num_threads(old)
 
 
 def run() -> list[str]:
