@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.cmd == "execute":
-        from llmcourse.notebooks import execute
+        from llmcourse.notebook_runner import execute
 
         for f in args.files:
             print(f"{f}: {execute(f, save=True):.1f} s", flush=True)

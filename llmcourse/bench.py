@@ -24,7 +24,7 @@ def _machine() -> str:
 
 
 def run_all(root: Path, only: str = "", notebooks: bool = True, extra: bool = True) -> int:
-    from llmcourse.notebooks import execute
+    from llmcourse.notebook_runner import execute
 
     print(f"# llmcourse benchmark — {_machine()}", flush=True)
     if notebooks:

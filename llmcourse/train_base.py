@@ -24,7 +24,8 @@ import torch
 from llmcourse import taskworld as tw
 from llmcourse.checkpoint import BASE_MODEL_PATH, file_sha256, save_checkpoint
 from llmcourse.model import GPT, GPTConfig
-from llmcourse.sft import collate, encode_example, evaluate, sft_loss
+from llmcourse.evaluation import evaluate
+from llmcourse.sft import collate, encode_example, sft_loss
 from llmcourse.tokenizer import encode, get_encoding, special_id
 from llmcourse.training import TrainConfig, get_batch, next_token_loss, train
 

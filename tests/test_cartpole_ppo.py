@@ -2,7 +2,7 @@
 
 import torch
 
-from llmcourse.ppo import Agent, PPOConfig, evaluate, explained_variance, ppo_policy_loss, train, value_loss
+from llmcourse.cartpole_ppo import Agent, PPOConfig, evaluate_agent, explained_variance, ppo_policy_loss, train, value_loss
 
 
 def test_surrogate_at_ratio_one_is_the_policy_gradient_objective():
@@ -55,6 +55,6 @@ def test_training_is_deterministic_and_improves():
     assert a["eval_return"] == b["eval_return"] and a["approx_kl"] == b["approx_kl"]
     assert len(a["global_step"]) == 12 and a["global_step"][-1] == 8 * 64 * 12
     torch.manual_seed(0)
-    untrained = evaluate(Agent(4, 2)).mean()
+    untrained = evaluate_agent(Agent(4, 2)).mean()
     assert untrained < 50 and a["eval_return"][-1] > 100  # 6k steps already balance the pole for a while
-    assert len(evaluate(a["agent"], n_episodes=3)) == 3
+    assert len(evaluate_agent(a["agent"], n_episodes=3)) == 3

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from llmcourse.ppo import PPOConfig, evaluate, train
+from llmcourse.cartpole_ppo import PPOConfig, evaluate_agent, train
 
 
 def run() -> list[str]:
@@ -10,7 +10,7 @@ def run() -> list[str]:
     config = PPOConfig(seed=0)
     m = train(config)
     steps = m["steps_to_target"]
-    fresh = evaluate(m["agent"], config.env_id, n_episodes=20, seed=12_345)
+    fresh = evaluate_agent(m["agent"], config.env_id, n_episodes=20, seed=12_345)
     reached = f"{steps} environment steps" if steps is not None else f"NOT reached within {config.total_timesteps} steps"
     return [
         f"target: mean return >= {config.target_return} over {config.eval_episodes} evaluation episodes "

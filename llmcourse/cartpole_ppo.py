@@ -173,7 +173,7 @@ def make_envs(env_id: str, n: int) -> gym.vector.SyncVectorEnv:
 
 
 @torch.no_grad()
-def evaluate(agent: Agent, env_id: str = "CartPole-v1", n_episodes: int = 20, seed: int = 10_000,
+def evaluate_agent(agent: Agent, env_id: str = "CartPole-v1", n_episodes: int = 20, seed: int = 10_000,
              greedy: bool = False) -> np.ndarray:
     """Returns of ``n_episodes`` episodes, run in parallel (env seeds seed, seed+1, …): (n_episodes,).
 
@@ -181,10 +181,10 @@ def evaluate(agent: Agent, env_id: str = "CartPole-v1", n_episodes: int = 20, se
     change training's random numbers), or the most likely action with ``greedy=True``.
     """
     with torch_threads(1):  # tiny tensors: a second thread only adds synchronisation
-        return _evaluate(agent, env_id, n_episodes, seed, greedy)
+        return _evaluate_agent(agent, env_id, n_episodes, seed, greedy)
 
 
-def _evaluate(agent: Agent, env_id: str, n_episodes: int, seed: int, greedy: bool) -> np.ndarray:
+def _evaluate_agent(agent: Agent, env_id: str, n_episodes: int, seed: int, greedy: bool) -> np.ndarray:
     gen = torch.Generator().manual_seed(seed)
     envs = make_envs(env_id, n_episodes)
     obs, _ = envs.reset(seed=seed)
@@ -329,7 +329,7 @@ def _train(config: PPOConfig, progress: bool, policy_loss_fn: Callable, value_lo
 
         # Stage 6: evaluate now and then; stop at the target
         if update % config.eval_every == 0 or update == num_updates:
-            mean_return = float(evaluate(agent, config.env_id, config.eval_episodes, seed=config.seed + 10_000,
+            mean_return = float(evaluate_agent(agent, config.env_id, config.eval_episodes, seed=config.seed + 10_000,
                                          greedy=config.eval_greedy).mean())
             m["eval_step"].append(global_step)
             m["eval_return"].append(mean_return)
