@@ -11,13 +11,24 @@ and reports exactly one outcome:
 * not attempted yet (the stub still raises ``NotImplementedError``): returns the reference
   and says so, so an unsolved notebook still runs end to end;
 * wrong: shows the failing input, expected vs received (value, shape or dtype) and a hint
-  naming the likely mistake, then raises `ExerciseWrong` so the cell fails
-  (and ``pytest --nbval`` on the learner's copy flags it).
+  naming the likely mistake, rebinds the notebook's name to the reference (saying so), so the
+  cells below still run, then raises `ExerciseWrong` so the cell fails (and ``pytest --nbval``
+  on the learner's copy flags it).
+
+The check judges what the code *does*, not only what it returns. Each call is observed:
+
+* its value (type, shape, values; dtypes only where the exercise asks for one, ``exact_dtype``);
+* for a loss, its gradient with respect to the inputs named in ``grad_wrt`` (a loss computed
+  under ``torch.no_grad()`` or detached carries none; a misplaced ``detach`` gives another one);
+* whether it changed an input in place (unless the exercise's contract is to do so, ``in_place``);
+* facts an exercise's ``call`` records about a mechanism (`Observed`: e.g. how many tokens were
+  fed to the model, which shows whether a cache is used).
 
 An exercise is an `Exercise`: its reference, a case generator and a catalog of
 `KnownWrong` versions (the mistakes learners really make). When a learner's answer is
-wrong, the catalog is searched for a mistake that reproduces the learner's output; its
-hint is the one shown. The tests use the same catalog to prove that every check can fail.
+wrong, the catalog is searched for a mistake whose observations match the learner's; its
+hint is the one shown. The tests use the same catalog to prove that every check can fail,
+and `KnownRight` variants (other correct answers) to prove that it does not reject them.
 """
 
 from __future__ import annotations
@@ -27,11 +38,16 @@ import copy
 import importlib
 import io
 import math
+import os
 import pkgutil
+import re
 import signal
+import sys
 import threading
 import traceback
+from contextlib import redirect_stdout
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any, Callable
 
 import numpy as np
@@ -57,6 +73,28 @@ class KnownWrong:
 
 
 @dataclass
+class KnownRight:
+    """Another correct answer (a different but valid implementation) that the check must accept."""
+
+    name: str
+    """Short label, e.g. ``"float64 loss"``."""
+    fn: Callable
+    """The implementation."""
+
+
+@dataclass
+class Observed:
+    """What an exercise's ``call`` returns when it also records how the function worked.
+
+    ``trace`` maps a fact's name to its value, e.g. ``{"tokens fed to the model": 21}``; the
+    learner's facts must equal the reference's (``Exercise.trace_help`` explains each fact).
+    """
+
+    value: Any
+    trace: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
 class Exercise:
     """One exercise: what the learner's function must agree with, and on which inputs."""
 
@@ -72,52 +110,151 @@ class Exercise:
     """Fallback hint when the output matches no known mistake."""
     known_wrong: list[KnownWrong] = field(default_factory=list)
     """Catalog of common mistakes; each must be rejected (the tests prove it)."""
+    known_right: list[KnownRight] = field(default_factory=list)
+    """Other correct answers; each must pass (the tests prove it)."""
     atol: float = 1e-6
     """Absolute tolerance for floating-point outputs."""
     rtol: float = 1e-5
     """Relative tolerance for floating-point outputs."""
     call: Callable[[Callable, dict], Any] | None = None
-    """How to run a function on a case; default ``fn(**case)``. Override for stateful APIs."""
+    """How to run a function on a case; default ``fn(**case)``. Override for stateful APIs.
+    It may return `Observed` to record facts about how the function worked."""
+    grad_wrt: tuple[str, ...] = ()
+    """For a loss: the tensor arguments whose gradients must match the reference's."""
+    exact_dtype: bool = False
+    """Compare tensor dtypes exactly (only where the docstring names one); otherwise a float32
+    result may be float64 and vice versa, and only the kind (float, integer, bool) must match."""
+    in_place: bool = False
+    """The contract is to change an input in place; otherwise changing one is reported."""
+    trace_help: dict[str, str] = field(default_factory=dict)
+    """For each fact an `Observed` trace records: what it shows, said to the learner when it differs."""
     timeout_s: float = 20.0
     """Per-call time limit, to catch infinite loops (where the platform allows it)."""
     n_random_seeds: int = 2
     """Besides seed 0, how many fresh random seeds to draw cases from."""
 
-    def run(self, fn: Callable, case: dict) -> Any:
-        case = copy.deepcopy(case)  # a function that mutates its input must not poison the next call
-        return self.call(fn, case) if self.call is not None else fn(**case)
+
+# --------------------------------------------------------------------------- catalog builders
+# Behaviour classes that recur across chapters, written once. Each takes a correct function and
+# returns a variant with the same value and the mistake's behaviour.
+
+
+def updates_in_place(fn: Callable, arg: str) -> Callable:
+    """``fn`` done in place: the right result is written into the caller's ``arg``, which is returned
+    (``Q[s, a] += …; return Q``). The caller's array or tensor changes too."""
+    def variant(**kwargs):
+        result = fn(**kwargs)
+        target = kwargs[arg]
+        with (torch.no_grad() if torch is not None and isinstance(target, torch.Tensor) else contextlib.nullcontext()):
+            target[...] = result
+        return target
+    return variant
+
+
+def under_no_grad(fn: Callable) -> Callable:
+    """``fn`` computed inside ``torch.no_grad()``: the value is right, the loss carries no gradient."""
+    def variant(**kwargs):
+        with torch.no_grad():
+            return fn(**kwargs)
+    return variant
+
+
+def as_float64(fn: Callable) -> Callable:
+    """``fn``'s result in float64: a correct answer where the docstring names no dtype."""
+    def variant(**kwargs):
+        out = fn(**kwargs)
+        return out.double() if torch is not None and isinstance(out, torch.Tensor) else np.asarray(out, dtype=np.float64)
+    return variant
 
 
 # --------------------------------------------------------------------------- registry
 
 _REGISTRY: dict[str, Exercise] = {}
+_BROKEN: dict[str, str] = {}
+"""Exercise modules that failed to import: module name -> the error, shown when one of their checks is asked for."""
+
+
+class RegistryError(RuntimeError):
+    """An exercise id registered twice, or an exercise whose module could not be loaded."""
 
 
 def register(*exercises: Exercise) -> None:
-    """Add exercises to the registry (called by the modules in ``llmcourse.exercises``)."""
+    """Add exercises to the registry (called by the modules in ``llmcourse.exercises``).
+
+    An id may be registered once: a second exercise with the same id is an error, not a silent overwrite.
+    """
     for ex in exercises:
+        old = _REGISTRY.get(ex.id)
+        if old is not None and old is not ex:
+            raise RegistryError(f"exercise {ex.id} is registered twice: {old.title!r} "
+                                f"({old.reference.__module__}) and {ex.title!r} ({ex.reference.__module__})")
         _REGISTRY[ex.id] = ex
+
+
+def _load_exercise_modules() -> None:
+    """Import every ``llmcourse.exercises`` module; one that fails is recorded, not fatal to the others."""
+    from llmcourse import exercises
+
+    for mod in pkgutil.iter_modules(exercises.__path__):
+        name = f"llmcourse.exercises.{mod.name}"
+        if name in sys.modules or name in _BROKEN:
+            continue
+        try:
+            importlib.import_module(name)
+        except RegistryError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a broken chapter must not break the others' checks
+            sys.modules.pop(name, None)
+            _BROKEN[name] = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+
+
+def _id_key(exercise_id: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in exercise_id.split("."))
 
 
 def all_exercises() -> dict[str, Exercise]:
     """Every exercise of the course, by id (imports every ``llmcourse.exercises`` module)."""
-    from llmcourse import exercises
+    _load_exercise_modules()
+    return dict(sorted(_REGISTRY.items(), key=lambda kv: _id_key(kv[0])))
 
-    for mod in pkgutil.iter_modules(exercises.__path__):
-        importlib.import_module(f"llmcourse.exercises.{mod.name}")
-    return dict(sorted(_REGISTRY.items(), key=lambda kv: tuple(int(p) for p in kv[0].split("."))))
+
+def broken_modules() -> dict[str, str]:
+    """Exercise modules that could not be imported, with their errors (empty when all is well)."""
+    _load_exercise_modules()
+    return dict(_BROKEN)
 
 
 def get_exercise(exercise_id: str) -> Exercise:
     exercises = all_exercises()
     if exercise_id not in exercises:
-        raise KeyError(f"No exercise {exercise_id!r}; known: {', '.join(exercises)}")
+        broken = "".join(f"\n  {name} failed to load: {err}" for name, err in _BROKEN.items())
+        raise KeyError(f"No exercise {exercise_id!r}; known: {', '.join(exercises)}{broken}")
     return exercises[exercise_id]
 
 
 def reference(exercise_id: str) -> Callable:
     """The reference implementation of an exercise, e.g. to move on when stuck."""
     return get_exercise(exercise_id).reference
+
+
+# --------------------------------------------------------------------------- shared pieces of loss exercises
+
+
+@lru_cache(maxsize=1)
+def tiny_gpt():
+    """A small random GPT (vocabulary 50, context 48, 2 layers, width 32) with large weights, so
+    that greedy outputs depend on the whole context: the model that model-based checks run on."""
+    from llmcourse.model import GPT, GPTConfig
+
+    g = torch.Generator().manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=50, block_size=48, n_layer=2, n_head=2, n_embd=32))
+    with torch.no_grad():
+        for name, p in m.named_parameters():
+            if name.startswith("w"):                                   # embeddings: std 1
+                p.copy_(torch.randn(p.shape, generator=g))
+            elif p.dim() > 1:                                          # matrices: std 0.3; biases, norms kept
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    return m.eval()
 
 
 # --------------------------------------------------------------------------- comparing
@@ -179,8 +316,12 @@ def _where(path: str) -> str:
     return f" (at {path})" if path else ""
 
 
-def describe_difference(expected: Any, received: Any, atol: float, rtol: float, path: str = "") -> str | None:
+def describe_difference(expected: Any, received: Any, atol: float, rtol: float, path: str = "",
+                        exact_dtype: bool = True) -> str | None:
     """None when ``received`` matches ``expected``, else one sentence saying what differs.
+
+    With ``exact_dtype=False`` a tensor may differ in precision (float32 vs float64) but not in
+    kind (float, integer, bool).
 
     >>> describe_difference(1.0, 1.0 + 1e-9, 1e-6, 1e-6) is None
     True
@@ -197,7 +338,9 @@ def describe_difference(expected: Any, received: Any, atol: float, rtol: float, 
         if tuple(received.shape) != tuple(expected.shape):
             return f"expected shape {tuple(expected.shape)}{_where(path)}, received shape {tuple(received.shape)}"
         if received.dtype != expected.dtype:
-            return f"expected dtype {expected.dtype}{_where(path)}, received dtype {received.dtype}"
+            kind_e, kind_r = _tensor_kind(expected.dtype), _tensor_kind(received.dtype)
+            if exact_dtype or kind_e != kind_r:
+                return f"expected dtype {expected.dtype}{_where(path)}, received dtype {received.dtype}"
         exp = expected.detach().cpu().to(torch.float64) if expected.is_floating_point() else expected.detach().cpu()
         rec = received.detach().cpu().to(torch.float64) if received.is_floating_point() else received.detach().cpu()
         return _compare_arrays(exp.numpy(), rec.numpy(), atol, rtol, path)
@@ -221,7 +364,7 @@ def describe_difference(expected: Any, received: Any, atol: float, rtol: float, 
         if set(received) != set(expected):
             return f"expected keys {sorted(map(str, expected))}{_where(path)}, received keys {sorted(map(str, received))}"
         for k in expected:
-            d = describe_difference(expected[k], received[k], atol, rtol, f"{path}[{k!r}]")
+            d = describe_difference(expected[k], received[k], atol, rtol, f"{path}[{k!r}]", exact_dtype)
             if d:
                 return d
         return None
@@ -231,7 +374,7 @@ def describe_difference(expected: Any, received: Any, atol: float, rtol: float, 
         if len(received) != len(expected):
             return f"expected {len(expected)} items{_where(path)}, received {len(received)}"
         for i, (e, r) in enumerate(zip(expected, received)):
-            d = describe_difference(e, r, atol, rtol, f"{path}[{i}]")
+            d = describe_difference(e, r, atol, rtol, f"{path}[{i}]", exact_dtype)
             if d:
                 return d
         return None
@@ -265,6 +408,12 @@ def describe_difference(expected: Any, received: Any, atol: float, rtol: float, 
     return None if equal else f"expected {_fmt(expected)}{_where(path)}, received {_fmt(received)}"
 
 
+def _tensor_kind(dtype) -> str:
+    if dtype == torch.bool:
+        return "bool"
+    return "float" if dtype.is_floating_point else ("complex" if dtype.is_complex else "integer")
+
+
 def _compare_arrays(expected: np.ndarray, received: np.ndarray, atol: float, rtol: float, path: str) -> str | None:
     if expected.dtype.kind == "f" or received.dtype.kind == "f":
         bad_nan = np.isnan(received) & ~np.isnan(expected)
@@ -283,31 +432,177 @@ def _compare_arrays(expected: np.ndarray, received: np.ndarray, atol: float, rto
     return f"{n_bad} of {close.size} entries differ{_where(path)}; first{at}: expected {_fmt(e.item())}, received {_fmt(r.item())}"
 
 
-# --------------------------------------------------------------------------- running
+# --------------------------------------------------------------------------- time limits
 
 
 class _Timeout(BaseException):
     """Raised inside the learner's call when it runs past the time limit."""
 
 
-@contextlib.contextmanager
-def _time_limit(seconds: float):
-    """SIGALRM-based limit; a no-op where signals are unavailable (Windows, worker threads)."""
+def _call_with_time_limit(seconds: float, thunk: Callable[[], Any]) -> Any:
+    """``thunk()``, stopped with `_Timeout` after ``seconds`` (SIGALRM; no limit where signals are unavailable).
+
+    Learner code cannot swallow the limit: once it expires, every line the learner's code runs
+    raises `_Timeout` again (a trace function on its frames), so a bare ``except:`` or ``except
+    BaseException`` inside a loop cannot keep it going; and the alarm repeats every 50 ms for code
+    that sits in a long library call. A call that swallows the limit and returns is still a timeout.
+    """
     usable = hasattr(signal, "setitimer") and threading.current_thread() is threading.main_thread()
     if not usable:
-        yield
-        return
+        return thunk()
+    state = {"active": True, "expired": False}
+    here = __file__
 
-    def _raise(signum, frame):
-        raise _Timeout()
+    def tracer(frame, event, arg):
+        # Raise on line events only: an error raised by a trace function uninstalls it, and the
+        # learner's code must not be able to make that happen by catching the first `_Timeout`.
+        if event == "line" and state["active"] and state["expired"] and frame.f_code.co_filename != here:
+            raise _Timeout()
+        return tracer
 
-    old = signal.signal(signal.SIGALRM, _raise)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    def on_alarm(signum, frame):
+        if not state["active"]:
+            return
+        state["expired"] = True
+        sys.settrace(tracer)                                       # frames the learner's code opens from now on
+        f = frame
+        while f is not None and f.f_code.co_filename != here:      # frames it is in now, up to the checker
+            f.f_trace = tracer
+            f = f.f_back
+        raise _Timeout()                                           # re-armed on every alarm (every 50 ms)
+
+    old_handler = signal.signal(signal.SIGALRM, on_alarm)
+    old_trace = sys.gettrace()
+    signal.setitimer(signal.ITIMER_REAL, seconds, 0.05)
     try:
-        yield
+        result = thunk()
     finally:
+        state["active"] = False
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, old)
+        signal.signal(signal.SIGALRM, old_handler)
+        sys.settrace(old_trace)
+    if state["expired"]:
+        raise _Timeout()
+    return result
+
+
+# --------------------------------------------------------------------------- observing one call
+
+
+@dataclass
+class _Observation:
+    """Everything the checker saw of one call: its value, gradients, changed inputs, traced facts."""
+
+    value: Any
+    grads: dict[str, Any] | None = None
+    """For a loss (``grad_wrt``): argument name -> gradient tensor, or None when the loss carries no gradient."""
+    mutated: dict[str, str] = field(default_factory=dict)
+    """Argument name -> how it was changed in place."""
+    trace: dict[str, Any] = field(default_factory=dict)
+
+
+def _same(before: Any, after: Any) -> bool:
+    """Exact equality of an input before and after a call (for tensors, arrays, containers, modules)."""
+    if torch is not None and isinstance(before, torch.Tensor):
+        return (isinstance(after, torch.Tensor) and before.shape == after.shape and before.dtype == after.dtype
+                and bool(torch.equal(before.detach().cpu(), after.detach().cpu())
+                         or (before.is_floating_point() and torch.allclose(before.detach().cpu(), after.detach().cpu(),
+                                                                           rtol=0, atol=0, equal_nan=True))))
+    if torch is not None and isinstance(before, torch.nn.Module):
+        a, b = before.state_dict(), after.state_dict()
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(before, np.ndarray):
+        return (isinstance(after, np.ndarray) and before.shape == after.shape
+                and bool(np.array_equal(before, after, equal_nan=before.dtype.kind in "fc")))
+    if isinstance(before, dict):
+        return isinstance(after, dict) and before.keys() == after.keys() and all(_same(before[k], after[k]) for k in before)
+    if isinstance(before, (list, tuple)):
+        return (isinstance(after, (list, tuple)) and len(before) == len(after)
+                and all(_same(x, y) for x, y in zip(before, after)))
+    if isinstance(before, (int, float, str, bool, type(None), np.generic)):
+        return before == after or (isinstance(before, float) and math.isnan(before) and math.isnan(after))
+    return True  # an object we cannot compare (an environment, a generator): not judged
+
+
+def _mutation(before: Any, after: Any) -> str:
+    """A few words on how an input changed (for the message)."""
+    d = describe_difference(before, after, 0.0, 0.0)
+    return d.replace("expected", "it was").replace("received", "it is now") if d else "its contents changed"
+
+
+def _gradients(loss: Any, leaves: dict[str, Any]) -> dict[str, Any] | None:
+    """Gradients of a scalar ``loss`` with respect to ``leaves``; None when the loss carries no gradient."""
+    if not (torch is not None and isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1):
+        return None
+    loss.backward()
+    return {name: (leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)) for name, leaf in leaves.items()}
+
+
+def _observe(ex: Exercise, fn: Callable, case: dict) -> _Observation:
+    """Run ``fn`` on a private copy of ``case`` and observe it (may raise whatever ``fn`` raises)."""
+    args = copy.deepcopy(case)                                         # the learner's function gets its own copy
+    leaves = {}
+    for name in ex.grad_wrt:                                           # a loss: differentiate w.r.t. these inputs
+        leaves[name] = args[name].detach().clone().requires_grad_(True)
+        args[name] = leaves[name] * 1.0                                # a non-leaf, as a network's output would be
+    passed = dict(args)
+    out = ex.call(fn, args) if ex.call is not None else fn(**args)
+    obs = _Observation(out.value, trace=dict(out.trace)) if isinstance(out, Observed) else _Observation(out)
+    if ex.grad_wrt:
+        obs.grads = _gradients(obs.value, leaves)
+        if torch is not None and isinstance(obs.value, torch.Tensor):
+            obs.value = obs.value.detach()
+    if not ex.in_place:
+        for name, before in case.items():
+            after = passed[name]
+            if name in leaves:
+                before = before.detach()
+            if not _same(before, after):
+                obs.mutated[name] = _mutation(before, after)
+    return obs
+
+
+_NO_GRAD = ("your loss carries no gradient: it was computed under `torch.no_grad()`, or detached on the way "
+            "(`.detach()`, `.item()`, `float()`, NumPy), so training with it would change nothing")
+
+
+def _observation_difference(ex: Exercise, expected: _Observation, received: _Observation) -> str | None:
+    """None when the learner's call behaved like the reference's, else what differs (first the value)."""
+    d = describe_difference(expected.value, received.value, ex.atol, ex.rtol, exact_dtype=ex.exact_dtype)
+    if d is None and expected.grads is not None:
+        if received.grads is None:
+            d = _NO_GRAD
+        else:
+            for name, g in expected.grads.items():
+                gd = describe_difference(g, received.grads[name], ex.atol * 10, ex.rtol * 10, exact_dtype=False)
+                if gd is not None:
+                    d = (f"the value is right, but its gradient with respect to `{name}` is not: {gd}. "
+                         "Is a `.detach()` missing, or in the wrong place?")
+                    break
+    if d is None:
+        for fact, value in expected.trace.items():
+            got = received.trace.get(fact)
+            if got != value:
+                d = f"the value is right, but {fact}: expected {_fmt(value)}, received {_fmt(got)}"
+                if ex.trace_help.get(fact):
+                    d += f" ({ex.trace_help[fact]})"
+                break
+    if received.mutated.keys() != expected.mutated.keys():
+        changed = [n for n in received.mutated if n not in expected.mutated]
+        if changed:
+            name = changed[0]
+            m = (f"your function changed its input `{name}` in place ({received.mutated[name]}). It must return a new "
+                 f"value and leave `{name}` as it was (copy it first: `.copy()` for an array, `.clone()` for a "
+                 "tensor): the caller still uses it, so later cells would see other numbers")
+            d = m if d is None else f"{d}.\n  Also, {m}"
+    return d
+
+
+def _observations_agree(ex: Exercise, a: _Observation, b: _Observation) -> bool:
+    return _observation_difference(ex, a, b) is None and a.mutated.keys() == b.mutated.keys()
+
+
+# --------------------------------------------------------------------------- checking
 
 
 @dataclass
@@ -319,85 +614,106 @@ class CheckResult:
     message: str
     n_cases: int = 0
     mistake: KnownWrong | None = None
-    """The known mistake whose output matched the learner's, if any."""
+    """The known mistake whose observations matched the learner's, if any."""
     printed: str = ""
     """What the learner's function printed during the check (hidden from the report)."""
+    seed: int | None = None
+    """The seed of the failing case (None when it passed)."""
 
     @property
     def hint(self) -> str:
         return self.mistake.hint if self.mistake else self.exercise.hint
 
 
+def _in_package(filename: str) -> bool:
+    """Is this file the course package's or a library's (not the learner's own code)?"""
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.abspath(filename)
+    return (path.startswith(here + os.sep) or "site-packages" in path or "dist-packages" in path
+            or path.startswith(os.path.dirname(os.__file__) + os.sep))
+
+
 def _learner_frame(exc: BaseException) -> str:
-    """The last line of the learner's own code in a traceback (not the checker's)."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if not f.filename.endswith("checker.py")]
-    if not frames:
+    """The last line of the learner's own code in a traceback (not the checker's, the package's or a library's)."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    mine = [f for f in frames if not _in_package(f.filename)]
+    if not mine:
         return ""
-    f = frames[-1]
-    return f"\n  in {f.name}, line {f.lineno}: {f.line}" if f.line else ""
+    f = mine[-1]
+    return f"\n  in your `{f.name}`, line {f.lineno}: {f.line}" if f.line else ""
 
 
-def _outputs_agree(ex: Exercise, fn: Callable, cases: list[dict], outputs: list[Any]) -> bool:
-    """Does ``fn`` reproduce ``outputs`` on every case? (Used to recognise a known mistake.)"""
-    sink = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(sink), _time_limit(ex.timeout_s):
-            for case, out in zip(cases, outputs):
-                if describe_difference(ex.run(fn, case), out, ex.atol, ex.rtol) is not None:
-                    return False
-    except (Exception, _Timeout):  # noqa: BLE001 - a catalog entry that fails simply does not match
-        return False
-    return True
-
-
-def make_cases(ex: Exercise, seeds: list[int] | None = None) -> list[dict]:
-    """Seed 0 always (fixed cases come first); then fresh random seeds unless given."""
+def make_cases(ex: Exercise, seeds: list[int] | None = None) -> list[tuple[int, dict]]:
+    """(seed, case) pairs: seed 0 always (fixed cases come first); then fresh random seeds unless given."""
     if seeds is None:
         fresh = np.random.SeedSequence().generate_state(ex.n_random_seeds)
         seeds = [0, *map(int, fresh)]
-    cases: list[dict] = []
-    for seed in seeds:
-        cases.extend(ex.cases(np.random.default_rng(seed)))
-    return cases
+    return [(seed, case) for seed in seeds for case in ex.cases(np.random.default_rng(seed))]
+
+
+def _where_from(ex: Exercise, i: int, n: int, seed: int) -> str:
+    if seed == 0:
+        return f"case {i + 1} of {n}, a fixed case"
+    return (f"case {i + 1} of {n}, drawn with seed {seed} (to re-run exactly these cases: "
+            f"`check(\"{ex.id}\", your_function, seed={seed})`)")
+
+
+def _run_learner(ex: Exercise, fn: Callable, case: dict, sink: io.StringIO) -> _Observation:
+    with redirect_stdout(sink):
+        return _call_with_time_limit(ex.timeout_s, lambda: _observe(ex, fn, case))
+
+
+def _matches(ex: Exercise, fn: Callable, cases: list[dict], observations: list[_Observation]) -> bool:
+    """Does ``fn`` behave as observed on every case? (Used to recognise a known mistake.)"""
+    for case, obs in zip(cases, observations):
+        try:
+            mine = _run_learner(ex, fn, case, io.StringIO())
+        except (Exception, _Timeout):  # noqa: BLE001 - a catalog entry that fails simply does not match
+            return False
+        if not _observations_agree(ex, mine, obs):
+            return False
+    return True
 
 
 def run_check(ex: Exercise, fn: Callable, seeds: list[int] | None = None) -> CheckResult:
     """Check ``fn`` against ``ex``; never raises for anything the learner's code does."""
     if not callable(fn):
         return CheckResult(ex, WRONG, f"check expected a function, received {_type_name(fn)} {_fmt(fn, 80)}.")
-    cases = make_cases(ex, seeds)
+    seeded = make_cases(ex, seeds)
+    cases = [case for _, case in seeded]
+    n = len(cases)
     sink = io.StringIO()
-    received: list[Any] = []
-    for i, case in enumerate(cases):
+    received: list[_Observation] = []
+    for i, (seed, case) in enumerate(seeded):
         try:
-            with contextlib.redirect_stdout(sink), _time_limit(ex.timeout_s):
-                out = ex.run(fn, case)
+            received.append(_run_learner(ex, fn, case, sink))
         except NotImplementedError:
             return CheckResult(ex, NOT_ATTEMPTED, "", i, printed=sink.getvalue())
         except _Timeout:
-            msg = (f"your function did not finish within {ex.timeout_s:g} s on this input:\n{_format_case(case)}\n"
+            msg = (f"your function did not finish within {ex.timeout_s:g} s on {_where_from(ex, i, n, seed)}:\n"
+                   f"{_format_case(case)}\n"
                    "  Is there a loop that never ends (a convergence test that can't be met, a counter never increased)?")
-            return CheckResult(ex, WRONG, msg, i, printed=sink.getvalue())
+            return CheckResult(ex, WRONG, msg, i, printed=sink.getvalue(), seed=seed)
         except Exception as exc:  # noqa: BLE001 - the learner's error, reported in one paragraph
             msg = (f"your function raised {type(exc).__name__}: {exc}{_learner_frame(exc)}\n"
-                   f"  on this input:\n{_format_case(case)}")
-            return CheckResult(ex, WRONG, msg, i, printed=sink.getvalue())
-        received.append(out)
-    expected = [ex.run(ex.reference, case) for case in cases]
-    diffs = [describe_difference(e, r, ex.atol, ex.rtol) for e, r in zip(expected, received)]
+                   f"  on {_where_from(ex, i, n, seed)}:\n{_format_case(case)}")
+            return CheckResult(ex, WRONG, msg, i, printed=sink.getvalue(), seed=seed)
+    expected = [_observe(ex, ex.reference, case) for case in cases]
+    diffs = [_observation_difference(ex, e, r) for e, r in zip(expected, received)]
     failing = [i for i, d in enumerate(diffs) if d is not None]
-    if failing:
-        i = failing[0]
-        case, out = cases[i], received[i]
-        # Which known mistake explains the learner's outputs? Prefer one that agrees on every
-        # case; else one that reproduces just the first failing case.
-        mistake = next((kw for kw in ex.known_wrong if _outputs_agree(ex, kw.fn, cases, received)), None)
-        if mistake is None:
-            mistake = next((kw for kw in ex.known_wrong if _outputs_agree(ex, kw.fn, [case], [out])), None)
-        msg = (f"{diffs[i]}.\n  input:\n{_format_case(case)}\n"
-               f"  expected: {_indent(_fmt(expected[i]), ' ' * 12)}\n  received: {_indent(_fmt(out), ' ' * 12)}")
-        return CheckResult(ex, WRONG, msg, len(cases), mistake=mistake, printed=sink.getvalue())
-    return CheckResult(ex, PASSED, "", len(cases), printed=sink.getvalue())
+    if not failing:
+        return CheckResult(ex, PASSED, "", n, printed=sink.getvalue())
+    i = failing[0]
+    seed, case = seeded[i]
+    # Which known mistake explains the learner's observations? Prefer one that agrees on every
+    # case; else one that reproduces just the first failing case.
+    mistake = next((kw for kw in ex.known_wrong if _matches(ex, kw.fn, cases, received)), None)
+    if mistake is None:
+        mistake = next((kw for kw in ex.known_wrong if _matches(ex, kw.fn, [case], [received[i]])), None)
+    msg = (f"{diffs[i]}.\n  input, {_where_from(ex, i, n, seed)}:\n{_format_case(case)}\n"
+           f"  expected: {_indent(_fmt(expected[i].value), ' ' * 12)}\n"
+           f"  received: {_indent(_fmt(received[i].value), ' ' * 12)}")
+    return CheckResult(ex, WRONG, msg, n, mistake=mistake, printed=sink.getvalue(), seed=seed)
 
 
 # --------------------------------------------------------------------------- notebook API
@@ -410,7 +726,7 @@ class ExerciseWrong(Exception):
         return [str(self)]
 
 
-def _report(result: CheckResult, name: str = "name") -> str:
+def _report(result: CheckResult, name: str = "name", rebound: bool = False) -> str:
     ex = result.exercise
     printed = result.printed.strip()
     note = f"\n  (your function printed {len(printed.splitlines())} line(s) during the check; hidden here)" if printed else ""
@@ -419,22 +735,46 @@ def _report(result: CheckResult, name: str = "name") -> str:
     if result.status == NOT_ATTEMPTED:
         return (f"⏳ Exercise {ex.id} ({ex.title}): not attempted yet. "
                 f"The cells below use the reference implementation for now.")
+    if rebound:
+        after = (f"  For now `{name}` is the reference implementation, so the cells below still run. "
+                 f"Fix your function above and re-run this cell to use your own.")
+    else:
+        after = f"  To move on for now, use the reference: `{name} = reference(\"{ex.id}\")`."
     return (f"❌ Exercise {ex.id} ({ex.title}) is not right yet: {result.message}\n"
-            f"  hint: {result.hint}{note}\n"
-            f"  To move on for now, use the reference: `{name} = reference(\"{ex.id}\")`.")
+            f"  hint: {result.hint}{note}\n{after}")
 
 
-def check(exercise_id: str, fn: Callable) -> Callable:
+_ASSIGNMENT = re.compile(r"^\s*([A-Za-z_]\w*)\s*=\s*(?:llmcourse\.)?check\s*\(")
+
+
+def _assigned_name(frame) -> str | None:
+    """The name in ``name = check(...)`` on the caller's line, if the call is written that way."""
+    import linecache
+
+    line = linecache.getline(frame.f_code.co_filename, frame.f_lineno, frame.f_globals)
+    m = _ASSIGNMENT.match(line)
+    return m.group(1) if m else None
+
+
+def check(exercise_id: str, fn: Callable, seed: int | None = None) -> Callable:
     """Check the learner's ``fn`` for exercise ``exercise_id``; return the function to use next.
 
     Passed: prints ✅ and returns ``fn``. Not attempted: prints ⏳ and returns the reference.
-    Wrong: raises `ExerciseWrong` with the failing input, expected vs received, and a hint.
+    Wrong: binds the caller's name (``name = check(...)``) to the reference, so the cells below
+    still run, and raises `ExerciseWrong` with the failing input, expected vs received, and a hint.
+    ``seed``: re-run the fixed cases and the random cases of this seed (the message of a failing
+    random case gives it).
     """
     ex = get_exercise(exercise_id)
-    result = run_check(ex, fn)
-    name = getattr(fn, "__name__", "")
-    report = _report(result, name if name.isidentifier() else "name")
+    result = run_check(ex, fn, seeds=None if seed is None else [0, seed])
+    caller = sys._getframe(1)
+    name = _assigned_name(caller) or getattr(fn, "__name__", "")
+    if not name.isidentifier() or name == "<lambda>":
+        name = "name"
     if result.status == WRONG:
-        raise ExerciseWrong(report)
-    print(report)
+        rebound = caller.f_code.co_name == "<module>" and name != "name"
+        if rebound:  # at the top level of a cell: the notebook's name now holds the reference
+            caller.f_globals[name] = ex.reference
+        raise ExerciseWrong(_report(result, name, rebound))
+    print(_report(result, name))
     return fn if result.status == PASSED else ex.reference

@@ -1,13 +1,16 @@
 """The checker itself: outcomes, messages, and learner code that misbehaves."""
 
+import dataclasses
 import math
+import sys
+import textwrap
 
 import numpy as np
 import pytest
 import torch
 
 from llmcourse import checker as check_module
-from llmcourse.checker import (NOT_ATTEMPTED, PASSED, WRONG, Exercise, ExerciseWrong, KnownWrong, check,
+from llmcourse.checker import (NOT_ATTEMPTED, PASSED, WRONG, Exercise, ExerciseWrong, KnownWrong, Observed, check, make_cases,
                              describe_difference, run_check)
 
 
@@ -91,12 +94,23 @@ def test_printing_is_captured_and_mentioned(capsys):
     assert capsys.readouterr().out == ""
 
 
-def test_a_function_that_mutates_its_input_does_not_change_later_cases():
+def test_a_function_that_mutates_its_input_is_told_so():
     def mutating(x):
         x *= 2
         return x
 
-    assert run_check(TOY, mutating, seeds=[0]).status == PASSED
+    result = run_check(TOY, mutating, seeds=[0])
+    assert result.status == WRONG
+    assert "changed its input `x` in place" in result.message and ".copy()" in result.message
+
+
+def test_an_exercise_whose_contract_is_in_place_is_not_judged_for_it(monkeypatch):
+    def in_place(x):
+        x *= 2
+        return x
+
+    monkeypatch.setitem(check_module._REGISTRY, "0.1", dataclasses.replace(TOY, in_place=True, reference=in_place))
+    assert run_check(check_module._REGISTRY["0.1"], in_place, seeds=[0]).status == PASSED
 
 
 def test_not_a_function():
@@ -144,3 +158,215 @@ class TestDescribeDifference:
 
     def test_dict_keys(self):
         assert "keys" in describe_difference({"a": 1}, {"b": 1}, 1e-6, 1e-6)
+
+
+# --------------------------------------------------------------------------- losses: gradients, dtypes
+
+
+def _loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return 0.5 * ((pred - target) ** 2).mean()
+
+
+def _loss_cases(rng):
+    return [dict(pred=torch.tensor([1.0, 2.0]), target=torch.tensor([0.0, 0.0]))] + [
+        dict(pred=torch.from_numpy(rng.normal(size=5).astype(np.float32)),
+             target=torch.from_numpy(rng.normal(size=5).astype(np.float32))) for _ in range(2)]
+
+
+LOSS = Exercise(id="0.2", title="Half MSE", reference=_loss, cases=_loss_cases, hint="0.5 * mean((pred - target)**2)",
+                grad_wrt=("pred",), timeout_s=1.0)
+
+
+def test_a_loss_computed_under_no_grad_is_rejected():
+    def no_grad_loss(pred, target):
+        with torch.no_grad():
+            return 0.5 * ((pred - target) ** 2).mean()
+
+    result = run_check(LOSS, no_grad_loss, seeds=[0])
+    assert result.status == WRONG and "carries no gradient" in result.message and "no_grad" in result.message
+
+
+def test_a_loss_with_the_right_value_and_the_wrong_gradient_is_rejected():
+    def half_detached(pred, target):
+        return 0.5 * ((pred - target) * (pred - target).detach()).mean()  # value right, gradient halved
+
+    result = run_check(LOSS, half_detached, seeds=[0])
+    assert result.status == WRONG and "gradient with respect to `pred`" in result.message
+
+
+def test_a_float64_loss_of_the_same_value_passes_unless_the_dtype_is_asked_for(monkeypatch):
+    def float64_loss(pred, target):
+        return 0.5 * ((pred.double() - target.double()) ** 2).mean()
+
+    assert run_check(LOSS, float64_loss, seeds=[0]).status == PASSED
+    strict = dataclasses.replace(LOSS, exact_dtype=True)
+    result = run_check(strict, float64_loss, seeds=[0])
+    assert result.status == WRONG and "dtype" in result.message
+
+
+def test_a_float_result_where_integers_are_expected_is_still_rejected():
+    ex = Exercise(id="0.3", title="Arange", reference=lambda n: torch.arange(n), hint="",
+                  cases=lambda rng: [dict(n=3), dict(n=int(rng.integers(2, 6)))])
+    result = run_check(ex, lambda n: torch.arange(n, dtype=torch.float32), seeds=[0])
+    assert result.status == WRONG and "dtype" in result.message
+
+
+# --------------------------------------------------------------------------- mechanisms: traced facts
+
+
+def _feeds(fn, case):
+    fed = []
+    out = fn(items=case["items"], feed=fed.append)
+    return Observed(out, {"the number of items fed": len(fed)})
+
+
+def _sum_feeding_once(items, feed):
+    for x in items:
+        feed(x)
+    return sum(items)
+
+
+TRACED = Exercise(id="0.4", title="Sum, feeding each item once", reference=_sum_feeding_once, hint="feed each item once",
+                  cases=lambda rng: [dict(items=[1, 2, 3]), dict(items=[int(v) for v in rng.integers(0, 9, 4)])],
+                  call=_feeds, trace_help={"the number of items fed": "each item is fed exactly once"})
+
+
+def test_an_unused_mechanism_is_rejected_even_when_the_value_is_right():
+    def feeds_twice(items, feed):
+        for x in items + items:
+            feed(x)
+        return sum(items)
+
+    result = run_check(TRACED, feeds_twice, seeds=[0])
+    assert result.status == WRONG
+    assert "the number of items fed" in result.message and "each item is fed exactly once" in result.message
+
+
+def test_a_known_mistake_is_recognised_by_its_trace_too():
+    def feeds_twice(items, feed):
+        for x in items + items:
+            feed(x)
+        return sum(items)
+
+    mistake = KnownWrong("feeds twice", feeds_twice, "you fed every item twice")
+    ex = dataclasses.replace(TRACED, known_wrong=[KnownWrong("no feeding", lambda items, feed: sum(items), "feed them"),
+                                                  mistake])
+    assert run_check(ex, feeds_twice, seeds=[0]).mistake is mistake
+
+
+# --------------------------------------------------------------------------- time limits learner code cannot swallow
+
+
+def _swallows_in_a_loop(x):
+    while True:
+        try:
+            while True:
+                pass
+        except:  # noqa: E722 - the learner's bare except
+            pass
+
+
+def _swallows_and_returns(x):
+    try:
+        while True:
+            pass
+    except BaseException:
+        return 2 * x
+
+
+@pytest.mark.parametrize("fn", [_swallows_in_a_loop, _swallows_and_returns])
+def test_a_time_limit_cannot_be_swallowed(fn):
+    result = run_check(TOY, fn, seeds=[0])
+    assert result.status == WRONG and "did not finish" in result.message
+
+
+def test_the_time_limit_leaves_no_trace_behind():
+    run_check(TOY, _swallows_in_a_loop, seeds=[0])
+    assert sys.gettrace() is None or "coverage" in type(sys.gettrace()).__module__
+    assert run_check(TOY, lambda x: 2 * x, seeds=[0]).status == PASSED
+
+
+# --------------------------------------------------------------------------- messages: the learner's line, the seed
+
+
+def test_an_error_points_at_the_learners_line_not_into_the_package():
+    from llmcourse.model import attention
+
+    def calls_the_package_badly(x):
+        return attention(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4), torch.zeros(1, 2, 4))  # mismatched shapes
+
+    result = run_check(TOY, calls_the_package_badly, seeds=[0])
+    assert "in your `calls_the_package_badly`" in result.message and "mismatched shapes" in result.message
+
+
+def test_a_failing_random_case_gives_its_seed_and_check_can_rerun_it():
+    seed_0_inputs = [case["x"] for _, case in make_cases(TOY, [0])]
+
+    def wrong_on_long_inputs(x):  # right on seed 0's cases only
+        return 2 * x if any(np.array_equal(x, s) for s in seed_0_inputs) else 3 * x
+
+    result = run_check(TOY, wrong_on_long_inputs, seeds=[0, 1234])
+    assert result.status == WRONG and result.seed == 1234
+    assert "seed 1234" in result.message and 'check("0.1", your_function, seed=1234)' in result.message
+    with pytest.raises(ExerciseWrong, match="seed 1234"):
+        check("0.1", wrong_on_long_inputs, seed=1234)
+
+
+# --------------------------------------------------------------------------- on a wrong answer, the reference takes over
+
+
+def _run_cell(tmp_path, source: str, namespace: dict) -> None:
+    path = tmp_path / "cell.py"  # a real file, as IPython's cells are, so the checker can read the line
+    path.write_text(textwrap.dedent(source))
+    exec(compile(path.read_text(), str(path), "exec"), namespace)
+
+
+def test_a_wrong_answer_rebinds_the_notebook_name_to_the_reference_and_still_fails(tmp_path):
+    ns = {"check": check}
+    with pytest.raises(ExerciseWrong) as info:
+        _run_cell(tmp_path, """
+            def double(x):
+                return x + 1
+            double = check("0.1", double)
+        """, ns)
+    assert ns["double"] is _ref
+    assert "For now `double` is the reference implementation" in str(info.value)
+
+
+def test_a_function_stuck_in_a_loop_is_replaced_so_the_next_cell_does_not_hang(tmp_path):
+    ns = {"check": check}
+    with pytest.raises(ExerciseWrong, match="did not finish"):
+        _run_cell(tmp_path, """
+            def my_double(x):
+                while True:
+                    pass
+            double = check("0.1", my_double)
+        """, ns)
+    assert ns["double"] is _ref                                         # the name on the left of `=` is rebound
+    assert (ns["double"](np.ones(2)) == 2).all()
+
+
+# --------------------------------------------------------------------------- the registry
+
+
+def test_an_exercise_id_registered_twice_fails_loudly():
+    with pytest.raises(check_module.RegistryError, match="0.1"):
+        check_module.register(dataclasses.replace(TOY, title="Another"))
+
+
+def test_a_broken_exercise_module_does_not_break_the_other_chapters(monkeypatch):
+    import pkgutil
+
+    real = pkgutil.iter_modules
+
+    def with_a_broken_one(path):
+        yield from real(path)
+        yield pkgutil.ModuleInfo(None, "no_such_chapter_module", False)
+
+    monkeypatch.setattr(pkgutil, "iter_modules", with_a_broken_one)
+    monkeypatch.setattr(check_module, "_BROKEN", {})
+    exercises = check_module.all_exercises()
+    assert "1.1" in exercises and "5.4" in exercises
+    assert "llmcourse.exercises.no_such_chapter_module" in check_module.broken_modules()
+    with pytest.raises(KeyError, match="no_such_chapter_module failed to load"):
+        check_module.get_exercise("99.1")

@@ -15,6 +15,7 @@ from llmcourse.checker import NOT_ATTEMPTED, PASSED, WRONG, all_exercises, run_c
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = all_exercises()
 CATALOG = [(ex_id, kw) for ex_id, ex in EXERCISES.items() for kw in ex.known_wrong]
+RIGHT = [(ex_id, kr) for ex_id, ex in EXERCISES.items() for kr in ex.known_right]
 SEEDS = [0, 1, 2]  # fixed, so that the suite is deterministic; the notebooks also draw fresh seeds
 
 
@@ -50,6 +51,12 @@ def test_known_mistake_is_rejected_with_its_hint(ex_id, mistake):
     assert result.status == WRONG
     assert result.mistake is mistake, f"diagnosed as {result.mistake.name if result.mistake else None}"
     assert result.hint == mistake.hint
+
+
+@pytest.mark.parametrize("ex_id,answer", RIGHT, ids=[f"{e}-{kr.name}" for e, kr in RIGHT])
+def test_other_correct_answers_pass(ex_id, answer):
+    result = run_check(EXERCISES[ex_id], answer.fn, seeds=SEEDS)
+    assert result.status == PASSED, result.message
 
 
 def test_every_notebook_exercise_is_registered_and_every_registered_one_is_used():

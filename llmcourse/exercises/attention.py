@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import math
-from functools import lru_cache
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from llmcourse import kv_cache, model
-from llmcourse.checker import Exercise, KnownWrong, register
+from llmcourse.checker import Exercise, KnownWrong, Observed, register, tiny_gpt
 from llmcourse.kv_cache import ConcatKVCache, PreallocKVCache
-from llmcourse.model import GPT, GPTConfig
+from llmcourse.model import GPT
 
 
 def _randn(rng: np.random.Generator, *shape: int) -> torch.Tensor:
@@ -149,20 +148,6 @@ def _pos_float(current_pos, T):
 # --------------------------------------------------------------------------- 4.5 cached generation loop
 
 
-@lru_cache(maxsize=1)
-def _tiny_model() -> GPT:
-    """A small random GPT with large weights, so that greedy outputs depend on the whole context."""
-    g = torch.Generator().manual_seed(0)
-    m = GPT(GPTConfig(vocab_size=50, block_size=48, n_layer=2, n_head=2, n_embd=32))
-    with torch.no_grad():
-        for name, p in m.named_parameters():
-            if name.startswith("w"):                                   # embeddings: std 1
-                p.copy_(torch.randn(p.shape, generator=g))
-            elif p.dim() > 1:                                          # matrices: std 0.3; biases, norms kept
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    return m.eval()
-
-
 def _gen_cases(rng: np.random.Generator) -> list[dict]:
     cases = []
     for B, kind in [(1, "concat"), (2, "prealloc"), (1, "prealloc")]:
@@ -173,14 +158,28 @@ def _gen_cases(rng: np.random.Generator) -> list[dict]:
     return cases
 
 
-def _run_generation(fn, case: dict):
-    """Generate for two prompts in a row with the same cache object (so a missing reset shows)."""
-    m = _tiny_model()
+class _CountingModel(torch.nn.Module):
+    """The model, counting the token positions it is fed (a cached loop feeds each token once)."""
+
+    def __init__(self, model: GPT):
+        super().__init__()
+        self.model, self.cfg, self.tokens_fed = model, model.cfg, 0
+
+    def forward(self, idx, cache=None):
+        self.tokens_fed += idx.numel()
+        return self.model(idx, cache)
+
+
+def _run_generation(fn, case: dict) -> Observed:
+    """Generate for two prompts in a row with the same cache object (so a missing reset shows),
+    counting the tokens fed to the model (so a loop that ignores the cache shows)."""
+    m = _CountingModel(tiny_gpt())
     cfg = m.cfg
     B = case["prompts"][0].size(0)
     cache = ConcatKVCache(cfg.n_layer) if case["cache"] == "concat" else \
         PreallocKVCache(cfg.n_layer, B, cfg.n_head, cfg.block_size, cfg.n_embd // cfg.n_head)
-    return [fn(model=m, idx=p, max_new_tokens=case["max_new_tokens"], cache=cache) for p in case["prompts"]]
+    out = [fn(model=m, idx=p, max_new_tokens=case["max_new_tokens"], cache=cache) for p in case["prompts"]]
+    return Observed(out, {"the number of tokens fed to the model": m.tokens_fed})
 
 
 @torch.no_grad()
@@ -212,6 +211,15 @@ def _gen_step_without_cache(model, idx, max_new_tokens, cache):
         nxt = logits[:, -1].argmax(-1, keepdim=True)
         idx = torch.cat([idx, nxt], dim=1)
         logits = model(nxt)                                            # sees one token, at position 0
+    return idx
+
+
+@torch.no_grad()
+def _gen_never_uses_the_cache(model, idx, max_new_tokens, cache):
+    for _ in range(max_new_tokens):
+        logits = model(idx)                                            # the whole sequence again, every step
+        nxt = logits[:, -1].argmax(-1, keepdim=True)
+        idx = torch.cat([idx, nxt], dim=1)
     return idx
 
 
@@ -301,6 +309,9 @@ register(
     Exercise(
         id="4.5", title="Greedy generation with a KV cache", reference=kv_cache.generate_greedy_cached,
         cases=_gen_cases, call=_run_generation,
+        trace_help={"the number of tokens fed to the model":
+                    "a cached loop feeds the prompt once, then only the newest token at each step; feeding the "
+                    "whole sequence again every step gives the same tokens but none of the speed"},
         hint="cache.reset(); logits = model(idx, cache); then repeat: next = argmax of logits[:, -1], append it "
              "to idx, logits = model(next, cache). Return the whole sequence (prompt + new tokens).",
         known_wrong=[
@@ -313,6 +324,11 @@ register(
             KnownWrong("step without the cache", _gen_step_without_cache,
                        "In the loop you call model(next) without the cache, so the model sees a single token at "
                        "position 0 and no past. Pass the cache: model(next, cache)."),
+            KnownWrong("never uses the cache", _gen_never_uses_the_cache,
+                       "Your tokens are right, but the loop feeds the whole sequence to the model at every step "
+                       "(model(idx)) and never passes the cache: that is uncached generation, which recomputes every "
+                       "earlier token at every step. "
+                       "Prefill once with model(idx, cache), then feed only the newest token: model(next, cache)."),
             KnownWrong("returns only the new tokens", _gen_only_new,
                        "Return the prompt followed by the new tokens, shape (B, T + max_new_tokens)."),
         ]),

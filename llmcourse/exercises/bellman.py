@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmcourse import bellman as ref
-from llmcourse.checker import Exercise, KnownWrong, register
+from llmcourse.checker import Exercise, KnownWrong, register, updates_in_place
 from llmcourse.gridworld import random_mdp, random_policy, sutton_barto_4x4, sutton_barto_5x5, uniform_policy
 
 # --------------------------------------------------------------------------- 1.1 discounted return
@@ -104,6 +104,12 @@ def _backup_mean(P, policy, V, gamma):
 def _backup_in_place(P, policy, V, gamma):
     V = V.copy()
     for s in range(len(P)):
+        V[s] = sum(policy[s, a] * sum(p * (r + gamma * V[s2] * (not d)) for p, s2, r, d in P[s][a]) for a in P[s])
+    return V
+
+
+def _backup_sweep_on_callers_v(P, policy, V, gamma):
+    for s in range(len(P)):  # no copy: the caller's V is swept in place
         V[s] = sum(policy[s, a] * sum(p * (r + gamma * V[s2] * (not d)) for p, s2, r, d in P[s][a]) for a in P[s])
     return V
 
@@ -273,6 +279,14 @@ register(
                        "only the old V: build a new array."),
             KnownWrong("bootstraps past terminal", _backup_no_terminal,
                        "A transition with terminated=True ends the episode: do not add γ·v(s') for it."),
+            KnownWrong("in-place sweep of the caller's V", _backup_sweep_on_callers_v,
+                       "You wrote each new v(s) into the V you were given: later states saw new values (that is "
+                       "an in-place sweep, not one synchronous backup), and the caller's V changed too. Build a "
+                       "new array, `V_new = np.zeros_like(V)`, from the old V only, and return it."),
+            KnownWrong("writes the result into V", updates_in_place(ref.bellman_expectation_backup, "V"),
+                       "The new values are right, but you wrote them into the V you were given, so the caller's "
+                       "V changed too (policy evaluation compares the old and new V to decide when to stop). "
+                       "Return a new array and leave V as it was."),
         ]),
     Exercise(
         id="1.4", title="Iterative policy evaluation", reference=ref.policy_evaluation, cases=_evaluation_cases,

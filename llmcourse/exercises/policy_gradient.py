@@ -6,35 +6,12 @@ import numpy as np
 import torch
 
 from llmcourse import policy_gradient as pg
-from llmcourse import ppo
-from llmcourse.checker import Exercise, KnownWrong, register
+from llmcourse import cartpole_ppo
+from llmcourse.checker import Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad, updates_in_place
 
 
 def _t(x, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(np.asarray(x), dtype=dtype)
-
-
-def _gradients(fn, case: dict, grad_of: list[str]) -> dict:
-    """Call ``fn`` on leaf copies of the tensors in ``grad_of``; return the loss and their gradients.
-
-    A learner's loss that is not a tensor carrying a gradient yields a message instead of a gradient.
-    """
-    kwargs = dict(case)
-    leaves = {}
-    for name in grad_of:
-        leaves[name] = case[name].clone().requires_grad_(True)
-        kwargs[name] = leaves[name] * 1.0  # a non-leaf, as a network's output would be
-    loss = fn(**kwargs)
-    out = {"loss": loss.detach() if isinstance(loss, torch.Tensor) else loss}
-    usable = isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1
-    if usable:
-        loss.backward()
-    for name, leaf in leaves.items():
-        if not usable:
-            out[f"gradient wrt {name}"] = "none: the loss does not carry a gradient (.item(), float(), detach or no_grad?)"
-        else:
-            out[f"gradient wrt {name}"] = leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)
-    return out
 
 
 # --------------------------------------------------------------------------- 3.1 rewards-to-go
@@ -75,6 +52,16 @@ def _rtg_discount_from_one(rewards, gamma):
     return gamma * pg.rewards_to_go(rewards, gamma)
 
 
+def _rtg_in_place(rewards, gamma):
+    for t in reversed(range(len(rewards) - 1)):  # G_t = r_t + γ G_{t+1}, written over the rewards
+        rewards[t] += gamma * rewards[t + 1]
+    return rewards
+
+
+_NO_GRAD_HINT = ("The value is right but the loss carries no gradient: it was computed under `torch.no_grad()`, "
+                 "or detached (`.detach()`, `.item()`, `float(...)`, NumPy) on the way. {what} Compute it with "
+                 "torch operations on the inputs, outside `no_grad`, and return the tensor itself.")
+
 # --------------------------------------------------------------------------- 3.2 REINFORCE loss
 
 
@@ -85,10 +72,6 @@ def _reinforce_cases(rng: np.random.Generator) -> list[dict]:
         n = int(rng.integers(4, 16))
         cases.append(dict(log_probs=torch.log(_t(rng.uniform(0.05, 0.95, n))), advantages=_t(rng.normal(0, 2, n))))
     return cases
-
-
-def _reinforce_call(fn, case):
-    return _gradients(fn, case, ["log_probs", "advantages"])
 
 
 def _reinforce_plus(log_probs, advantages):
@@ -202,10 +185,6 @@ def _ppo_cases(rng: np.random.Generator) -> list[dict]:
     return cases
 
 
-def _ppo_call(fn, case):
-    return _gradients(fn, case, ["new_log_probs"])
-
-
 def _ratio(new_log_probs, old_log_probs):
     return torch.exp(new_log_probs - old_log_probs)
 
@@ -221,7 +200,7 @@ def _ppo_clips_advantage(new_log_probs, old_log_probs, advantages, clip_eps):
 
 
 def _ppo_no_sign(new_log_probs, old_log_probs, advantages, clip_eps):
-    return -ppo.ppo_policy_loss(new_log_probs, old_log_probs, advantages, clip_eps)
+    return -cartpole_ppo.ppo_policy_loss(new_log_probs, old_log_probs, advantages, clip_eps)
 
 
 def _ppo_clip_only(new_log_probs, old_log_probs, advantages, clip_eps):
@@ -230,7 +209,7 @@ def _ppo_clip_only(new_log_probs, old_log_probs, advantages, clip_eps):
 
 
 def _ppo_inverted_ratio(new_log_probs, old_log_probs, advantages, clip_eps):
-    return ppo.ppo_policy_loss(old_log_probs, new_log_probs, advantages, clip_eps)
+    return cartpole_ppo.ppo_policy_loss(old_log_probs, new_log_probs, advantages, clip_eps)
 
 
 # --------------------------------------------------------------------------- 3.5 value loss
@@ -253,24 +232,24 @@ def _value_cases(rng: np.random.Generator) -> list[dict]:
 
 def _value_min(new_values, old_values, returns, clip_eps=None):
     if clip_eps is None:
-        return ppo.value_loss(new_values, old_values, returns)
+        return cartpole_ppo.value_loss(new_values, old_values, returns)
     v_clipped = old_values + torch.clamp(new_values - old_values, -clip_eps, clip_eps)
     return 0.5 * torch.min((new_values - returns) ** 2, (v_clipped - returns) ** 2).mean()
 
 
 def _value_no_half(new_values, old_values, returns, clip_eps=None):
-    return 2 * ppo.value_loss(new_values, old_values, returns, clip_eps)
+    return 2 * cartpole_ppo.value_loss(new_values, old_values, returns, clip_eps)
 
 
 def _value_clipped_only(new_values, old_values, returns, clip_eps=None):
     if clip_eps is None:
-        return ppo.value_loss(new_values, old_values, returns)
+        return cartpole_ppo.value_loss(new_values, old_values, returns)
     v_clipped = old_values + torch.clamp(new_values - old_values, -clip_eps, clip_eps)
     return 0.5 * ((v_clipped - returns) ** 2).mean()
 
 
 def _value_ignores_clip(new_values, old_values, returns, clip_eps=None):
-    return ppo.value_loss(new_values, old_values, returns, None)
+    return cartpole_ppo.value_loss(new_values, old_values, returns, None)
 
 
 register(
@@ -292,10 +271,14 @@ register(
                        "not r_{t+1}. The last entry equals the last reward."),
             KnownWrong("discount from γ^1", _rtg_discount_from_one,
                        "The first reward of G_t is not discounted: G_t = r_t + γ r_{t+1} + …, so G_{T−1} = r_{T−1}."),
+            KnownWrong("overwrites the rewards", _rtg_in_place,
+                       "You computed G_t by writing over `rewards` (rewards[t] += γ·rewards[t+1]), so the caller's "
+                       "rewards changed too: the episode's logged rewards would now be returns. Fill a new tensor, "
+                       "`out = torch.zeros_like(rewards)`, and return it."),
         ]),
     Exercise(
         id="3.2", title="REINFORCE loss", reference=pg.reinforce_loss, cases=_reinforce_cases,
-        call=_reinforce_call,
+        grad_wrt=("log_probs", "advantages"),
         hint="loss = −mean(advantages.detach() · log_probs): a scalar tensor whose gradient is "
              "−(1/B) Σ A_t ∇log π(a_t|s_t). The check also compares the gradients it produces.",
         known_wrong=[
@@ -305,13 +288,17 @@ register(
             KnownWrong("sum instead of mean", _reinforce_sum,
                        "Average over the batch (mean), don't sum: with a sum the step size grows with the batch size."),
             KnownWrong("advantages not detached", _reinforce_no_detach,
-                       "The advantages got a gradient (see 'gradient wrt advantages'). They are weights, "
+                       "The advantages got a gradient. They are weights, "
                        "not something to optimise: use advantages.detach(), or a critic would be trained to "
                        "change its values so as to raise this loss's log-probabilities."),
             KnownWrong("probabilities instead of log-probabilities", _reinforce_probs,
                        "You weighted π(a|s) itself (log_probs.exp()). The log-derivative trick needs "
                        "∇ log π = ∇π / π: multiply the advantages by the log-probabilities."),
-        ]),
+            KnownWrong("loss without gradient", under_no_grad(pg.reinforce_loss),
+                       _NO_GRAD_HINT.format(what="`loss.backward()` would fail or change nothing, and the policy "
+                                            "would never learn.")),
+        ],
+        known_right=[KnownRight("float64 loss", as_float64(pg.reinforce_loss))]),
     Exercise(
         id="3.3", title="Generalised advantage estimation", reference=pg.gae, cases=_gae_cases,
         hint="Walk t backwards. nonterminal = 1 − dones[t]; δ_t = r_t + γ·V_next·nonterminal − V_t; "
@@ -339,10 +326,14 @@ register(
                        "Mask step t with 1 − dones[t], not 1 − dones[t+1]."),
             KnownWrong("returned returns", _gae_returns,
                        "That is the return target A_t + V(s_t). Return the advantages A_t (without adding the values)."),
+            KnownWrong("advantages written over the rewards", updates_in_place(pg.gae, "rewards"),
+                       "The advantages are right, but you wrote them into `rewards`, so the caller's rewards changed "
+                       "too (the returns computed from them next would be wrong). Fill a new tensor, "
+                       "`advantages = torch.zeros_like(rewards)`."),
         ]),
     Exercise(
-        id="3.4", title="PPO clipped surrogate loss", reference=ppo.ppo_policy_loss, cases=_ppo_cases,
-        call=_ppo_call,
+        id="3.4", title="PPO clipped surrogate loss", reference=cartpole_ppo.ppo_policy_loss, cases=_ppo_cases,
+        grad_wrt=("new_log_probs",),
         hint="ratio = exp(new − old); loss = −mean(min(ratio·A, clamp(ratio, 1−ε, 1+ε)·A)). "
              "Keep it a tensor so the gradient flows to new_log_probs.",
         known_wrong=[
@@ -359,9 +350,13 @@ register(
                        "the objective *better* (e.g. ratio > 1+ε with A < 0) PPO keeps ratio·A."),
             KnownWrong("ratio upside down", _ppo_inverted_ratio,
                        "The ratio is π_new/π_old = exp(new_log_probs − old_log_probs), not the other way round."),
-        ]),
+            KnownWrong("loss without gradient", under_no_grad(cartpole_ppo.ppo_policy_loss),
+                       _NO_GRAD_HINT.format(what="PPO's update epochs would not move the policy.")),
+        ],
+        known_right=[KnownRight("float64 loss", as_float64(cartpole_ppo.ppo_policy_loss))]),
     Exercise(
-        id="3.5", title="Value loss (optionally clipped)", reference=ppo.value_loss, cases=_value_cases,
+        id="3.5", title="Value loss (optionally clipped)", reference=cartpole_ppo.value_loss, cases=_value_cases,
+        grad_wrt=("new_values",),
         hint="Unclipped: 0.5·mean((V − R)²). Clipped: V_clip = V_old + clamp(V − V_old, −ε, ε), "
              "loss = 0.5·mean(max((V − R)², (V_clip − R)²)).",
         known_wrong=[
@@ -376,5 +371,9 @@ register(
                        "still penalised in full."),
             KnownWrong("ignores clip_eps", _value_ignores_clip,
                        "When clip_eps is a number, use the clipped form; only clip_eps=None means the plain ½ MSE."),
-        ]),
+            KnownWrong("loss without gradient", under_no_grad(cartpole_ppo.value_loss),
+                       _NO_GRAD_HINT.format(what="The critic would never learn: its values stay at their "
+                                            "initialisation, and so would the advantages' baseline.")),
+        ],
+        known_right=[KnownRight("float64 loss", as_float64(cartpole_ppo.value_loss))]),
 )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmcourse import td as ref
-from llmcourse.checker import Exercise, KnownWrong, register
+from llmcourse.checker import Exercise, KnownWrong, register, updates_in_place
 
 # --------------------------------------------------------------------------- 2.3 ε-greedy (defined first: its check is the unusual one)
 
@@ -298,6 +298,12 @@ def _ql_argmax_index(Q, state, action, reward, next_state, terminated, alpha, ga
 
 _FREQ = f"(The arrays are how often each action came out in {N_DRAWS} calls.) "
 
+def _in_place_hint(arg: str) -> str:
+    return (f"You changed `{arg}` in place and returned it, so the caller's table changed too: the cells after "
+            f"this one (and the next update of an episode) would start from other numbers. Update a copy: "
+            f"`{arg} = {arg}.copy()` first, then change and return the copy.")
+
+
 _TERMINAL = ("A step into a terminal state (terminated=True) ends the episode: the target is just R. "
              "Its table entry may hold any stale number; do not bootstrap from it.")
 
@@ -349,6 +355,7 @@ register(
                        "Setting V(s) = G_t is α = 1 (and forgets everything learned before)."),
             KnownWrong("discounts the immediate reward", _mc_discounts_reward,
                        "G ← R + γ·G: only the later rewards are discounted, not γ·(R + G)."),
+            KnownWrong("updates V in place", updates_in_place(ref.mc_update, "V"), _in_place_hint("V")),
         ]),
     Exercise(
         id="2.2", title="TD(0) update", reference=ref.td0_update, cases=_td_cases,
@@ -363,6 +370,7 @@ register(
             KnownWrong("forgot − V(S)", _td_no_baseline,
                        "The update adds α·δ with δ = R + γV(S') − V(S): you added α times the target without "
                        "subtracting the current estimate V(S)."),
+            KnownWrong("updates V in place", updates_in_place(ref.td0_update, "V"), _in_place_hint("V")),
         ]),
     Exercise(
         id="2.4", title="SARSA update", reference=ref.sarsa_update, cases=_sarsa_cases,
@@ -378,6 +386,7 @@ register(
             KnownWrong("updates the next pair", _sarsa_updates_next,
                        "Update the pair you *left*, Q[state, action], not Q[next_state, next_action]."),
             KnownWrong("no discount", _sarsa_no_gamma, "Multiply the next value by γ: R + γ·Q(S', A')."),
+            KnownWrong("updates Q in place", updates_in_place(ref.sarsa_update, "Q"), _in_place_hint("Q")),
         ]),
     Exercise(
         id="2.5", title="Q-learning update", reference=ref.q_learning_update, cases=_qlearn_cases,
@@ -395,5 +404,6 @@ register(
             KnownWrong("argmax instead of max", _ql_argmax_index,
                        "argmax gives the index of the best action; the target needs its value, "
                        "Q[next_state].max()."),
+            KnownWrong("updates Q in place", updates_in_place(ref.q_learning_update, "Q"), _in_place_hint("Q")),
         ]),
 )

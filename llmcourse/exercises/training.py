@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse import sft, taskworld as tw, training
-from llmcourse.checker import Exercise, KnownWrong, register
+from llmcourse.checker import Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad
 from llmcourse.sft import IGNORE
 
 # --------------------------------------------------------------------------- 5.1 warmup + cosine
@@ -63,6 +63,14 @@ def _clip_cases(rng: np.random.Generator) -> list[dict]:
     ]
 
 
+def _clip_in_place(grads, max_norm):
+    norm = torch.sqrt(sum((g ** 2).sum() for g in grads))
+    scale = torch.clamp(max_norm / (norm + 1e-6), max=1.0)
+    for g in grads:
+        g.mul_(scale)                                                  # changes the caller's tensors
+    return grads, norm
+
+
 def _clip_per_tensor(grads, max_norm):
     out = [g * torch.clamp(max_norm / (g.norm() + 1e-6), max=1.0) for g in grads]
     return out, torch.sqrt(sum((g ** 2).sum() for g in grads))
@@ -106,6 +114,13 @@ def _sft_cases(rng: np.random.Generator) -> list[dict]:
     hand = dict(ids=torch.tensor([[10, 11, 12, 20, 21, 99, 0, 0], [10, 11, 20, 21, 22, 23, 99, 0]]),
                 prompt_lens=torch.tensor([3, 2]), pad_id=0)
     return [hand, _sft_batch(rng, 3), _sft_batch(rng, 4)]
+
+
+def _targets_view_not_copy(ids, prompt_lens, pad_id):
+    targets = ids[:, 1:]                                               # a view: writing to it writes into ids
+    t_next = torch.arange(1, ids.size(1))
+    targets[(t_next[None, :] < prompt_lens[:, None]) | (targets == pad_id)] = IGNORE
+    return targets
 
 
 def _targets_with_prompt(ids, prompt_lens, pad_id):
@@ -205,6 +220,10 @@ register(
             KnownWrong("returns the norm after clipping", _clip_norm_after,
                        "Return the norm measured *before* clipping: it is what you log to see how often (and how "
                        "hard) clipping acts."),
+            KnownWrong("scales the gradients in place", _clip_in_place,
+                       "You scaled the given tensors in place (g.mul_(scale) or g *= scale), which changed the "
+                       "caller's gradients. This function returns new tensors, [g * scale for g in grads], and "
+                       "leaves its inputs alone (torch.nn.utils.clip_grad_norm_, with its trailing _, is the in-place one)."),
         ],
         atol=1e-5),
     Exercise(
@@ -223,9 +242,14 @@ register(
             KnownWrong("counts the padding", _targets_with_padding,
                        "Padding positions are still targets; the model would be trained to emit <|pad|>. Set "
                        "-100 where the target is pad_id."),
+            KnownWrong("writes -100 into ids", _targets_view_not_copy,
+                       "ids[:, 1:] is a *view* of ids: writing -100 into it wrote into the token ids too, so the "
+                       "model's inputs would contain -100 (an index error in the embedding). Take a copy: "
+                       "ids[:, 1:].clone()."),
         ]),
     Exercise(
         id="5.4", title="Masked cross-entropy mean", reference=sft.masked_cross_entropy, cases=_ce_cases,
+        grad_wrt=("logits",),
         hint="Negative log-softmax of the target at every position, zero where target == -100, then the sum "
              "divided by the number of kept positions (F.cross_entropy(..., ignore_index=-100) does exactly this).",
         known_wrong=[
@@ -241,6 +265,12 @@ register(
             KnownWrong("mask ignored", _ce_no_mask,
                        "The -100 positions are counted (as if their target were token 0). Leave them out of both "
                        "the sum and the count."),
+            KnownWrong("loss without gradient", under_no_grad(sft.masked_cross_entropy),
+                       "The value is right but the loss carries no gradient: it was computed under "
+                       "`torch.no_grad()`, or detached (`.detach()`, `.item()`, NumPy) on the way, so the training "
+                       "cell's `loss.backward()` would fail. Compute it with torch operations on the logits, outside "
+                       "`no_grad`, and return the tensor itself."),
         ],
+        known_right=[KnownRight("float64 loss", as_float64(sft.masked_cross_entropy))],
         atol=1e-5),
 )
