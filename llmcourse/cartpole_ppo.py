@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from llmcourse import kl
 from llmcourse.notebook import torch_threads
 from llmcourse.policy_gradient import gae as gae_reference
 
@@ -298,7 +299,7 @@ def _train(config: PPOConfig, progress: bool, policy_loss_fn: Callable, value_lo
                 logratio = newlogprob - b_logprobs[mb_inds]
                 with torch.no_grad():
                     ratio = logratio.exp()
-                    kls.append(float(((ratio - 1) - logratio).mean()))  # the k3 estimator of KL(old ‖ new)
+                    kls.append(float(kl.k3(b_logprobs[mb_inds], newlogprob).mean()))  # KL(old ‖ new), sampled from old
                     clipfracs.append(float(((ratio - 1.0).abs() > config.clip_coef).float().mean()))
                 mb_advantages = b_advantages[mb_inds]
                 if config.norm_adv:
