@@ -6,7 +6,6 @@ generator state and the same order of draws (see `sample_responses`).
 """
 
 import doctest
-import math
 
 import pytest
 import torch
