@@ -53,3 +53,22 @@ def test_readme_gives_exactly_two_commands_one_for_jupyterlab_one_for_the_tests(
 def test_ci_runs_the_readme_test_command():
     ci = (ROOT / ".ci" / "run").read_text()
     assert "<!-- command: test -->" in ci  # .ci/run reads the command from the README itself
+
+
+def test_requires_python_admits_the_pythons_learners_have():
+    from packaging.specifiers import SpecifierSet
+
+    spec = SpecifierSet(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["requires-python"])
+    for version in ("3.11", "3.12", "3.13"):
+        assert version in spec, f"requires-python {spec} shuts out Python {version}"
+
+
+def test_ci_runs_nbval_over_the_solutions_a_second_time_on_other_cpu_kernels():
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert re.search(r"^ATEN_CPU_CAPABILITY=default \.venv/bin/pytest --nbval solutions/\s*$", ci, re.M)
+    assert "set -euo pipefail" in ci  # a failing first pass stops CI; a failing second pass fails it
+
+
+def test_the_package_doctests_run_in_the_suite():
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "llmcourse" in ini["testpaths"] and "--doctest-modules" in ini["addopts"]
