@@ -17,7 +17,7 @@ import torch
 from llmcourse.model import GPT, GPTConfig
 
 BASE_MODEL_PATH = Path(__file__).parent / "data" / "base_model.pt"
-BASE_MODEL_SHA256 = "b5e2a6a5884d33b60c75d40b11cb912662b498b5ad1f63ec80f570d50b665ffc"
+BASE_MODEL_SHA256 = "1fa6c1f693aa81a0aa83b90b4b84acccca235bab680d681494a7e4a8770b8766"
 """sha256 of the shipped ``base_model.pt`` (printed by ``python -m llmcourse.train_base``)."""
 
 
@@ -53,7 +53,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", sha256: str 
 
 
 def base_model_metrics() -> dict:
-    """Held-out accuracy and format rate recorded when the base model was trained."""
+    """The evaluation recorded when the base model was trained (`llmcourse.evaluation.evaluate`'s numbers)."""
     return dict(torch.load(BASE_MODEL_PATH, map_location="cpu", weights_only=True)["metrics"])
 
 

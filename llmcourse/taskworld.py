@@ -1,17 +1,25 @@
 """The task world of chapters 04–10: multi-digit addition with a checkable answer.
 
-A problem is two numbers to add. The model is prompted in a chat format and answers with
-a short *reasoning* part (column sums from the right, with carries) and an *answer* part,
-in fixed tags, then the end-of-text token::
+A problem is two numbers to add. The model is prompted in a chat format and answers in one
+of two *styles*, then the end-of-text token::
 
     prompt:    <|user|>What is 47+385?<|assistant|>
-    response:  <think>7+5=12,4+8+1=13,0+3+1=4</think><answer>432</answer><|endoftext|>
+    reasoned:  <think>7+5=12,4+8+1=13,0+3+1=4</think><answer>432</answer><|endoftext|>
+    bare:      <answer>432</answer><|endoftext|>
+
+The reasoned style works the sum out in column sums from the right, with carries, before it
+answers; the bare style states the answer at once. Real training data mixes the two (worked
+solutions next to bare answers), and so does the course's: the base model of chapter 05 saw
+both, the bare style more often. A tiny model can add long numbers by writing the column sums
+but seldom in its head, so the base model answers mostly without reasoning and is often wrong,
+while the better behaviour is already in it. Making it reason before it answers is what the
+rule rewards of chapters 08–10 teach (DeepSeek-R1-Zero at toy scale).
 
 Rewards are rules, as in DeepSeek-R1-Zero: `is_correct` (exact answer match) and
-`format_ok` (the response has exactly the tagged shape). Problems come from a seeded
-generator; `eval_problems()` is a fixed held-out set that `sample_problems` never returns.
-Operands have 1 to 3 digits, so short problems are easy and long ones with carries are
-hard: a tiny model gets the task partly right, which leaves room for RL to show gains.
+`format_ok` (the response has exactly the reasoned shape; a bare answer fails it). Problems
+come from a seeded generator; `eval_problems()` is a fixed held-out set that
+`sample_problems` never returns. Operands have 1 to 3 digits, so short problems are easy
+and long ones with carries are hard.
 """
 
 from __future__ import annotations
@@ -30,6 +38,10 @@ ASSISTANT = "<|assistant|>"
 THINK, END_THINK = "<think>", "</think>"
 ANSWER, END_ANSWER = "<answer>", "</answer>"
 SPECIAL_TOKENS = [EOS, PAD, USER, ASSISTANT, THINK, END_THINK, ANSWER, END_ANSWER]
+
+REASONED, BARE = "reasoned", "bare"
+STYLES = (REASONED, BARE)
+"""The two response styles: column sums then the answer, or the answer alone."""
 
 EVAL_SEED = 20_240
 """Seed of the held-out evaluation set."""
@@ -84,14 +96,43 @@ def prompt(p: Problem) -> str:
     return f"{USER}{p.question}{ASSISTANT}"
 
 
-def response(p: Problem) -> str:
-    """The ideal response, without the end-of-text token."""
-    return f"{THINK}{reasoning(p)}{END_THINK}{ANSWER}{p.answer}{END_ANSWER}"
+def bare_response(p: Problem) -> str:
+    """The answer alone, without reasoning: ``bare_response(Problem(47, 385)) -> '<answer>432</answer>'``.
+
+    Right, but it fails `format_ok` (no reasoning part), so it earns less reward than `response`.
+    """
+    return f"{ANSWER}{p.answer}{END_ANSWER}"
 
 
-def transcript(p: Problem) -> str:
-    """Prompt, ideal response and end-of-text: one training document."""
-    return prompt(p) + response(p) + EOS
+def response(p: Problem, style: str = REASONED) -> str:
+    """The ideal response in a style (default: reasoned), without the end-of-text token.
+
+    ``response(Problem(47, 385)) -> '<think>7+5=12,4+8+1=13,0+3+1=4</think><answer>432</answer>'``;
+    ``response(Problem(47, 385), style="bare") -> '<answer>432</answer>'``.
+    """
+    if style == REASONED:
+        return f"{THINK}{reasoning(p)}{END_THINK}{ANSWER}{p.answer}{END_ANSWER}"
+    if style == BARE:
+        return bare_response(p)
+    raise ValueError(f"unknown style {style!r}; expected one of {STYLES}")
+
+
+def transcript(p: Problem, style: str = REASONED) -> str:
+    """Prompt, ideal response in ``style`` and end-of-text: one training document."""
+    return prompt(p) + response(p, style) + EOS
+
+
+def n_digits(p: Problem) -> int:
+    """Digits of the longer operand: ``n_digits(Problem(47, 385)) -> 3``."""
+    return len(str(max(p.a, p.b)))
+
+
+def n_carries(p: Problem) -> int:
+    """How many column sums reach 10 (each carries a 1 to the next column, the last one included).
+
+    ``n_carries(Problem(47, 385)) -> 2`` (7+5=12 and 4+8+1=13); ``n_carries(Problem(99, 1)) -> 2``.
+    """
+    return sum(int(step.split("=")[1]) >= 10 for step in reasoning(p).split(","))
 
 
 # --------------------------------------------------------------------------- generator
@@ -142,7 +183,7 @@ def format_ok(text: str) -> bool:
     """Is the response exactly ``<think>…</think><answer>DIGITS</answer>`` (EOS optional)?
 
     ``format_ok('<think>2+2=4</think><answer>4</answer>') -> True``;
-    ``format_ok('<answer>4</answer>') -> False`` (no reasoning part).
+    ``format_ok('<answer>4</answer>') -> False`` (no reasoning part: the bare style fails it).
     """
     return _FORMAT.fullmatch(strip_eos(text)) is not None
 
@@ -158,8 +199,16 @@ def is_correct(text: str, problem: Problem) -> bool:
     return parse_answer(text) == str(problem.answer)
 
 
+def is_reasoned(text: str) -> bool:
+    """Does the response reason (contain ``<think>``) before it answers? The style, not the format."""
+    return THINK in strip_eos(text)
+
+
 def rule_reward(text: str, problem: Problem, format_weight: float = 0.1) -> float:
-    """R1-Zero style reward: 1 for a correct answer, plus ``format_weight`` for the format."""
+    """R1-Zero style reward: 1 for a correct answer, plus ``format_weight`` for the format.
+
+    ``rule_reward(response(p), p) -> 1.1``; ``rule_reward(bare_response(p), p) -> 1.0``.
+    """
     return float(is_correct(text, problem)) + format_weight * float(format_ok(text))
 
 

@@ -1,6 +1,7 @@
 """The task world: format, generator, held-out set, verifier (hand-made examples)."""
 
 import numpy as np
+import pytest
 
 from llmcourse import taskworld as tw
 
@@ -55,3 +56,30 @@ def test_eval_set_is_fixed_distinct_and_held_out():
     assert len(ev) == tw.EVAL_SIZE == len(set(ev))
     assert ev[:3] == tw.eval_problems()[:3]
     assert not set(ev) & set(tw.sample_problems(5000, seed=0))
+
+
+def test_bare_style_is_the_answer_alone_and_fails_the_format():
+    p = tw.Problem(47, 385)
+    assert tw.bare_response(p) == tw.response(p, style="bare") == "<answer>432</answer>"
+    assert tw.response(p) == tw.response(p, style="reasoned")
+    assert tw.transcript(p, style="bare") == "<|user|>What is 47+385?<|assistant|><answer>432</answer><|endoftext|>"
+    assert tw.is_correct(tw.bare_response(p), p) and not tw.format_ok(tw.bare_response(p))
+    assert tw.rule_reward(tw.bare_response(p), p) == 1.0 < tw.rule_reward(tw.response(p), p)
+    with pytest.raises(ValueError, match="unknown style"):
+        tw.response(p, style="terse")
+
+
+def test_is_reasoned_looks_for_the_think_tag_not_the_format():
+    assert tw.is_reasoned("<think>2+2=4</think><answer>4</answer>")
+    assert tw.is_reasoned("<think>2+2=4<answer>5</answer>")            # reasons, badly formatted
+    assert not tw.is_reasoned("<answer>4</answer>")
+    assert not tw.is_reasoned("<answer>4</answer><|endoftext|><think>")  # after EOS does not count
+
+
+def test_digits_and_carries_counted_by_hand():
+    assert [tw.n_digits(tw.Problem(a, b)) for a, b in [(3, 4), (47, 385), (120, 5), (99, 10)]] == [1, 3, 3, 2]
+    # 47+385: 7+5=12 carries, 4+8+1=13 carries, 0+3+1=4 does not
+    assert tw.n_carries(tw.Problem(47, 385)) == 2
+    assert tw.n_carries(tw.Problem(12, 34)) == 0
+    assert tw.n_carries(tw.Problem(5, 5)) == 1          # the carry out of the last column counts
+    assert tw.n_carries(tw.Problem(999, 1)) == 3

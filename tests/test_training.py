@@ -12,6 +12,7 @@ from llmcourse.checkpoint import (BASE_MODEL_PATH, BASE_MODEL_SHA256, Checkpoint
                                   file_sha256, load_base_model, load_checkpoint)
 from llmcourse.sft import IGNORE, collate, encode_example, masked_cross_entropy, sft_targets
 from llmcourse.tokenizer import decode, special_id
+from llmcourse.train_base import draw_styles, pretraining_stream, sft_sampler
 from llmcourse.training import clip_grad_norm, get_batch, lr_at, next_token_loss
 
 
@@ -64,12 +65,26 @@ def test_next_token_loss_and_batches_are_shifted_by_one():
     assert next_token_loss(logits, torch.zeros(2, 5, dtype=torch.long)).item() == pytest.approx(math.log(7))
 
 
+def test_training_data_mix_the_styles_in_the_recipes_shares():
+    styles = draw_styles(10_000, 0.25, seed=0)
+    assert styles == draw_styles(10_000, 0.25, seed=0)                     # seeded
+    assert abs(styles.count(tw.REASONED) / len(styles) - 0.25) < 0.02
+    assert set(draw_styles(50, 1.0, seed=0)) == {tw.REASONED} and set(draw_styles(50, 0.0, seed=0)) == {tw.BARE}
+    problems = tw.sample_problems(400, seed=5)
+    ids, prompt_lens = sft_sampler(problems, 64, seed=2, reasoned_share=0.5)(0)
+    responses = [decode(row[n:].tolist()) for row, n in zip(ids, prompt_lens)]
+    assert 10 < sum(r.startswith(tw.THINK) for r in responses) < 54
+    assert all(r.startswith(tw.THINK) or r.startswith(tw.ANSWER) for r in responses)
+    stream = decode(pretraining_stream(200, seed=1, reasoned_share=0.7).tolist())
+    assert 100 < stream.count(tw.THINK) < 180 and stream.count(tw.EOS) == 200
+
+
 def test_base_checkpoint_matches_its_recorded_sha256_and_loads():
     assert file_sha256(BASE_MODEL_PATH) == BASE_MODEL_SHA256
     model = load_base_model()
     assert not model.training and 500_000 < model.n_params() < 5_000_000
     m = base_model_metrics()
-    assert 0.0 < m["accuracy"] < 1.0 and 0.0 < m["format_rate"] <= 1.0
+    assert 0.0 < m["greedy_accuracy"] < 1.0 and 0.0 < m["sampled_accuracy"] < 1.0 and 0.0 < m["format_rate"] < 1.0
 
 
 def test_damaged_or_missing_checkpoint_gives_a_clear_error(tmp_path):
