@@ -128,6 +128,8 @@ class Exercise:
     """The contract is to change an input in place; otherwise changing one is reported."""
     trace_help: dict[str, str] = field(default_factory=dict)
     """For each fact an `Observed` trace records: what it shows, said to the learner when it differs."""
+    trace_at_most: tuple[str, ...] = ()
+    """Traced facts (counts of work done) where less than the reference's is also right."""
     timeout_s: float = 20.0
     """Per-call time limit, to catch infinite loops (where the platform allows it)."""
     n_random_seeds: int = 2
@@ -329,7 +331,8 @@ def describe_difference(expected: Any, received: Any, atol: float, rtol: float, 
     'expected shape (3,), received shape (4,)'
     """
     if received is None and expected is not None:
-        return f"your function returned None{_where(path)}: is a `return` statement missing?"
+        return (f"your function returned None{_where(path)}: is a `return` statement missing, or did an "
+                f"`except` swallow an error?")
 
     # ---- torch tensors: type, shape, dtype, NaN, values
     if torch is not None and isinstance(expected, torch.Tensor):
@@ -531,11 +534,29 @@ def _mutation(before: Any, after: Any) -> str:
 
 
 def _gradients(loss: Any, leaves: dict[str, Any]) -> dict[str, Any] | None:
-    """Gradients of a scalar ``loss`` with respect to ``leaves``; None when the loss carries no gradient."""
+    """Gradients of a scalar ``loss`` w.r.t. ``leaves`` (None for a leaf no gradient reaches);
+    None as a whole when the loss carries no gradient."""
     if not (torch is not None and isinstance(loss, torch.Tensor) and loss.requires_grad and loss.numel() == 1):
         return None
     loss.backward()
-    return {name: (leaf.grad if leaf.grad is not None else torch.zeros_like(leaf)) for name, leaf in leaves.items()}
+    return {name: leaf.grad for name, leaf in leaves.items()}
+
+
+def _gradient_difference(ex: Exercise, name: str, expected: Any, received: Any) -> str | None:
+    """How the learner's gradient w.r.t. input ``name`` differs from the reference's (None: it does not)."""
+    if received is None and expected is None:
+        return None
+    if received is None:
+        if not bool(expected.any()):
+            return None
+        return (f"the value is right, but no gradient reaches `{name}` through your loss: is a `.detach()` in the "
+                "wrong place, or was the loss rebuilt from a number (`.item()`, `float()`, `torch.tensor(...)`)?")
+    gd = describe_difference(torch.zeros_like(received) if expected is None else expected, received,
+                             ex.atol * 10, ex.rtol * 10, exact_dtype=False)
+    if gd is None:
+        return None
+    return (f"the value is right, but its gradient with respect to `{name}` is not: {gd}. "
+            f"Is a `.detach()` missing, or in the wrong place?")
 
 
 def _observe(ex: Exercise, fn: Callable, case: dict) -> _Observation:
@@ -556,6 +577,10 @@ def _observe(ex: Exercise, fn: Callable, case: dict) -> _Observation:
         for name, before in case.items():
             after = passed[name]
             if name in leaves:
+                if not after.requires_grad:
+                    obs.mutated[name] = ("it was detached in place, with `.detach_()` or `.requires_grad_(False)`, "
+                                         "which cuts it out of the caller's graph")
+                    continue
                 before = before.detach()
             if not _same(before, after):
                 obs.mutated[name] = _mutation(before, after)
@@ -566,27 +591,33 @@ _NO_GRAD = ("your loss carries no gradient: it was computed under `torch.no_grad
             "(`.detach()`, `.item()`, `float()`, NumPy), so training with it would change nothing")
 
 
-def _observation_difference(ex: Exercise, expected: _Observation, received: _Observation) -> str | None:
-    """None when the learner's call behaved like the reference's, else what differs (first the value)."""
+def _observation_difference(ex: Exercise, expected: _Observation, received: _Observation,
+                            strict: bool = False) -> str | None:
+    """None when the learner's call behaved like the reference's, else what differs (first the value).
+
+    ``strict``: traced facts must be equal even where less is right (to recognise a known mistake).
+    """
     d = describe_difference(expected.value, received.value, ex.atol, ex.rtol, exact_dtype=ex.exact_dtype)
-    if d is None and expected.grads is not None:
+    if d is None and (expected.grads is not None or received.grads is not None):
         if received.grads is None:
             d = _NO_GRAD
+        elif expected.grads is None:
+            d = "the value is right, but your loss carries a gradient where the reference's carries none"
         else:
-            for name, g in expected.grads.items():
-                gd = describe_difference(g, received.grads[name], ex.atol * 10, ex.rtol * 10, exact_dtype=False)
-                if gd is not None:
-                    d = (f"the value is right, but its gradient with respect to `{name}` is not: {gd}. "
-                         "Is a `.detach()` missing, or in the wrong place?")
+            for name in expected.grads:
+                d = _gradient_difference(ex, name, expected.grads[name], received.grads[name])
+                if d is not None:
                     break
     if d is None:
         for fact, value in expected.trace.items():
             got = received.trace.get(fact)
-            if got != value:
-                d = f"the value is right, but {fact}: expected {_fmt(value)}, received {_fmt(got)}"
-                if ex.trace_help.get(fact):
-                    d += f" ({ex.trace_help[fact]})"
-                break
+            at_most = fact in ex.trace_at_most and not strict
+            if got == value or (at_most and isinstance(got, (int, float)) and got <= value):
+                continue
+            d = f"the value is right, but {fact}: expected {'at most ' if at_most else ''}{_fmt(value)}, received {_fmt(got)}"
+            if ex.trace_help.get(fact):
+                d += f" ({ex.trace_help[fact]})"
+            break
     if received.mutated.keys() != expected.mutated.keys():
         changed = [n for n in received.mutated if n not in expected.mutated]
         if changed:
@@ -594,12 +625,12 @@ def _observation_difference(ex: Exercise, expected: _Observation, received: _Obs
             m = (f"your function changed its input `{name}` in place ({received.mutated[name]}). It must return a new "
                  f"value and leave `{name}` as it was (copy it first: `.copy()` for an array, `.clone()` for a "
                  "tensor): the caller still uses it, so later cells would see other numbers")
-            d = m if d is None else f"{d}.\n  Also, {m}"
+            d = m if d is None else f"{_sentence(d)}\n  Also, {m}"
     return d
 
 
 def _observations_agree(ex: Exercise, a: _Observation, b: _Observation) -> bool:
-    return _observation_difference(ex, a, b) is None and a.mutated.keys() == b.mutated.keys()
+    return _observation_difference(ex, a, b, strict=True) is None and a.mutated.keys() == b.mutated.keys()
 
 
 # --------------------------------------------------------------------------- checking
@@ -658,6 +689,11 @@ def _where_from(ex: Exercise, i: int, n: int, seed: int) -> str:
             f"`check(\"{ex.id}\", your_function, seed={seed})`)")
 
 
+def _sentence(text: str) -> str:
+    """``text`` ending with one punctuation mark."""
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
 def _run_learner(ex: Exercise, fn: Callable, case: dict, sink: io.StringIO) -> _Observation:
     with redirect_stdout(sink):
         return _call_with_time_limit(ex.timeout_s, lambda: _observe(ex, fn, case))
@@ -695,7 +731,11 @@ def run_check(ex: Exercise, fn: Callable, seeds: list[int] | None = None) -> Che
                    "  Is there a loop that never ends (a convergence test that can't be met, a counter never increased)?")
             return CheckResult(ex, WRONG, msg, i, printed=sink.getvalue(), seed=seed)
         except Exception as exc:  # noqa: BLE001 - the learner's error, reported in one paragraph
-            msg = (f"your function raised {type(exc).__name__}: {exc}{_learner_frame(exc)}\n"
+            where = _learner_frame(exc)
+            if isinstance(exc, TypeError) and not where and "argument" in str(exc):
+                where = (f"\n  The check calls your function with keyword arguments named as in the stub "
+                         f"({', '.join(case)}): keep the stub's parameter names.")
+            msg = (f"your function raised {type(exc).__name__}: {exc}{where}\n"
                    f"  on {_where_from(ex, i, n, seed)}:\n{_format_case(case)}")
             return CheckResult(ex, WRONG, msg, i, printed=sink.getvalue(), seed=seed)
     expected = [_observe(ex, ex.reference, case) for case in cases]
@@ -706,11 +746,12 @@ def run_check(ex: Exercise, fn: Callable, seeds: list[int] | None = None) -> Che
     i = failing[0]
     seed, case = seeded[i]
     # Which known mistake explains the learner's observations? Prefer one that agrees on every
-    # case; else one that reproduces just the first failing case.
+    # case; else one that agrees on every case the learner gets wrong. None: the general hint.
     mistake = next((kw for kw in ex.known_wrong if _matches(ex, kw.fn, cases, received)), None)
     if mistake is None:
-        mistake = next((kw for kw in ex.known_wrong if _matches(ex, kw.fn, [case], [received[i]])), None)
-    msg = (f"{diffs[i]}.\n  input, {_where_from(ex, i, n, seed)}:\n{_format_case(case)}\n"
+        wrong_cases, wrong_obs = [cases[k] for k in failing], [received[k] for k in failing]
+        mistake = next((kw for kw in ex.known_wrong if _matches(ex, kw.fn, wrong_cases, wrong_obs)), None)
+    msg = (f"{_sentence(diffs[i])}\n  input, {_where_from(ex, i, n, seed)}:\n{_format_case(case)}\n"
            f"  expected: {_indent(_fmt(expected[i].value), ' ' * 12)}\n"
            f"  received: {_indent(_fmt(received[i].value), ' ' * 12)}")
     return CheckResult(ex, WRONG, msg, n, mistake=mistake, printed=sink.getvalue(), seed=seed)

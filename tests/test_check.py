@@ -254,6 +254,61 @@ def test_a_known_mistake_is_recognised_by_its_trace_too():
     assert run_check(ex, feeds_twice, seeds=[0]).mistake is mistake
 
 
+def test_a_loss_rebuilt_from_a_number_is_told_no_gradient_reaches_its_input():
+    def rebuilt(pred, target):
+        return torch.tensor((0.5 * ((pred - target) ** 2).mean()).item(), requires_grad=True)
+
+    result = run_check(LOSS, rebuilt, seeds=[0])
+    assert result.status == WRONG and "no gradient reaches `pred`" in result.message and "?." not in result.message
+
+
+def test_an_input_detached_in_place_is_a_changed_input():
+    def detaches_target_first(pred, target):
+        pred.detach_()
+        return 0.5 * ((pred - target) ** 2).mean()
+
+    result = run_check(LOSS, detaches_target_first, seeds=[0])
+    assert result.status == WRONG and "detached in place" in result.message
+
+
+def test_a_mistake_without_gradient_is_not_blamed_for_a_wrong_gradient():
+    def half_detached(pred, target):
+        return 0.5 * ((pred - target) * (pred - target).detach()).mean()
+
+    from llmcourse.checker import under_no_grad
+    no_grad = KnownWrong("no gradient", under_no_grad(_loss), "computed under no_grad")
+    result = run_check(dataclasses.replace(LOSS, known_wrong=[no_grad]), half_detached, seeds=[0])
+    assert result.status == WRONG and result.mistake is None
+
+
+def test_doing_less_work_than_the_reference_passes_where_the_fact_is_a_count_of_work():
+    def feeds_none(items, feed):
+        return sum(items)
+
+    def feeds_twice(items, feed):
+        for x in items + items:
+            feed(x)
+        return sum(items)
+
+    lenient = dataclasses.replace(TRACED, trace_at_most=("the number of items fed",))
+    assert run_check(lenient, feeds_none, seeds=[0]).status == PASSED
+    result = run_check(lenient, feeds_twice, seeds=[0])
+    assert result.status == WRONG and "expected at most" in result.message
+
+
+def test_a_hint_is_shown_only_for_a_mistake_that_explains_every_wrong_case():
+    def wrong_everywhere(x):
+        return x + 1 if len(x) == 3 else 3 * x   # "adds one" on the first case only
+
+    result = run_check(TOY, wrong_everywhere, seeds=[0])
+    assert result.status == WRONG and result.mistake is None and result.hint == TOY.hint
+
+
+def test_a_renamed_parameter_is_told_to_keep_the_stubs_names():
+    result = run_check(TOY, lambda values: 2 * values, seeds=[0])
+    assert result.status == WRONG and "keep the stub's parameter names" in result.message
+
+
 # --------------------------------------------------------------------------- time limits learner code cannot swallow
 
 

@@ -308,7 +308,7 @@ register(
         ]),
     Exercise(
         id="4.5", title="Greedy generation with a KV cache", reference=kv_cache.generate_greedy_cached,
-        cases=_gen_cases, call=_run_generation,
+        cases=_gen_cases, call=_run_generation, trace_at_most=("the number of tokens fed to the model",),
         trace_help={"the number of tokens fed to the model":
                     "a cached loop feeds the prompt once, then only the newest token at each step; feeding the "
                     "whole sequence again every step gives the same tokens but none of the speed"},

@@ -52,6 +52,14 @@ def _rtg_discount_from_one(rewards, gamma):
     return gamma * pg.rewards_to_go(rewards, gamma)
 
 
+def _rtg_float32(rewards, gamma):
+    out, running = torch.zeros(len(rewards)), 0.0                      # float32, whatever the rewards' dtype
+    for t in reversed(range(len(rewards))):
+        running = rewards[t] + gamma * running
+        out[t] = running
+    return out
+
+
 def _rtg_in_place(rewards, gamma):
     for t in reversed(range(len(rewards) - 1)):  # G_t = r_t + γ G_{t+1}, written over the rewards
         rewards[t] += gamma * rewards[t + 1]
@@ -84,6 +92,10 @@ def _reinforce_sum(log_probs, advantages):
 
 def _reinforce_no_detach(log_probs, advantages):
     return -(advantages * log_probs).mean()
+
+
+def _reinforce_detaches_log_probs(log_probs, advantages):
+    return -(advantages * log_probs.detach()).mean()
 
 
 def _reinforce_probs(log_probs, advantages):
@@ -241,6 +253,13 @@ def _value_no_half(new_values, old_values, returns, clip_eps=None):
     return 2 * cartpole_ppo.value_loss(new_values, old_values, returns, clip_eps)
 
 
+def _value_clip_detached(new_values, old_values, returns, clip_eps=None):
+    if clip_eps is None:
+        return cartpole_ppo.value_loss(new_values, old_values, returns)
+    v_clipped = old_values + torch.clamp(new_values.detach() - old_values, -clip_eps, clip_eps)
+    return 0.5 * torch.max((new_values - returns) ** 2, (v_clipped - returns) ** 2).mean()
+
+
 def _value_clipped_only(new_values, old_values, returns, clip_eps=None):
     if clip_eps is None:
         return cartpole_ppo.value_loss(new_values, old_values, returns)
@@ -255,6 +274,7 @@ def _value_ignores_clip(new_values, old_values, returns, clip_eps=None):
 register(
     Exercise(
         id="3.1", title="Rewards-to-go", reference=pg.rewards_to_go, cases=_rtg_cases,
+        exact_dtype=True,  # the docstring: same dtype as the rewards
         hint="G_t = r_t + γ G_{t+1}, starting from G_T = 0 after the last step: fill the output from the end. "
              "Return a tensor like `rewards` (torch.zeros_like).",
         known_wrong=[
@@ -271,6 +291,9 @@ register(
                        "not r_{t+1}. The last entry equals the last reward."),
             KnownWrong("discount from γ^1", _rtg_discount_from_one,
                        "The first reward of G_t is not discounted: G_t = r_t + γ r_{t+1} + …, so G_{T−1} = r_{T−1}."),
+            KnownWrong("float32 whatever the input", _rtg_float32,
+                       "The values are right, but torch.zeros(T) is always float32, so float64 rewards come back "
+                       "rounded to float32. The docstring asks for the rewards' dtype: torch.zeros_like(rewards)."),
             KnownWrong("overwrites the rewards", _rtg_in_place,
                        "You computed G_t by writing over `rewards` (rewards[t] += γ·rewards[t+1]), so the caller's "
                        "rewards changed too: the episode's logged rewards would now be returns. Fill a new tensor, "
@@ -291,6 +314,10 @@ register(
                        "The advantages got a gradient. They are weights, "
                        "not something to optimise: use advantages.detach(), or a critic would be trained to "
                        "change its values so as to raise this loss's log-probabilities."),
+            KnownWrong("log-probabilities detached", _reinforce_detaches_log_probs,
+                       "You detached the log-probabilities, so no gradient reaches the policy. Detach the "
+                       "*advantages* (weights, not something to optimise) and keep log_probs in the graph: "
+                       "−mean(advantages.detach() · log_probs)."),
             KnownWrong("probabilities instead of log-probabilities", _reinforce_probs,
                        "You weighted π(a|s) itself (log_probs.exp()). The log-derivative trick needs "
                        "∇ log π = ∇π / π: multiply the advantages by the log-probabilities."),
@@ -365,6 +392,10 @@ register(
                        "min lets the critic take big steps whenever one of them is small."),
             KnownWrong("no ½", _value_no_half,
                        "The value loss is ½·mean((V − R)²) (so its gradient is V − R); you left out the ½."),
+            KnownWrong("clipped value detached", _value_clip_detached,
+                       "V_clip = V_old + clamp(V − V_old, −ε, ε) must keep its gradient: where the clipped error is "
+                       "the larger one, the loss still trains V through it (inside the clip range). Don't detach "
+                       "new_values there."),
             KnownWrong("clipped term only", _value_clipped_only,
                        "You kept only the clipped error (V_clip − R)². PPO keeps the larger of the clipped and the "
                        "unclipped error, max((V − R)², (V_clip − R)²), so a critic that moved past ε the wrong way is "

@@ -123,6 +123,10 @@ def _targets_view_not_copy(ids, prompt_lens, pad_id):
     return targets
 
 
+def _targets_int32(ids, prompt_lens, pad_id):
+    return sft.sft_targets(ids, prompt_lens, pad_id).int()
+
+
 def _targets_with_prompt(ids, prompt_lens, pad_id):
     targets = ids[:, 1:].clone()
     targets[targets == pad_id] = IGNORE
@@ -228,6 +232,7 @@ register(
         atol=1e-5),
     Exercise(
         id="5.3", title="The SFT targets (response-only mask)", reference=sft.sft_targets, cases=_sft_cases,
+        exact_dtype=True,  # the docstring: targets are long, as F.cross_entropy requires
         hint="targets = ids[:, 1:] (position t predicts token t+1); set -100 where the *target's* index t+1 is "
              "< prompt_len (a prompt token) or where the target is padding.",
         known_wrong=[
@@ -242,6 +247,10 @@ register(
             KnownWrong("counts the padding", _targets_with_padding,
                        "Padding positions are still targets; the model would be trained to emit <|pad|>. Set "
                        "-100 where the target is pad_id."),
+            KnownWrong("int32 targets", _targets_int32,
+                       "The values are right but the targets are int32: F.cross_entropy needs class indices of "
+                       "dtype long (int64) and fails with 'expected target dtype to be Long'. Keep ids' dtype "
+                       "(ids[:, 1:].clone()), or convert with .long()."),
             KnownWrong("writes -100 into ids", _targets_view_not_copy,
                        "ids[:, 1:] is a *view* of ids: writing -100 into it wrote into the token ids too, so the "
                        "model's inputs would contain -100 (an index error in the embedding). Take a copy: "
