@@ -12,24 +12,11 @@ import torch
 
 from llmcourse import sampling
 from llmcourse import taskworld as tw
-from llmcourse.checkpoint import load_base_model
 from llmcourse.model import GPT, GPTConfig
-from llmcourse.notebook import torch_threads
 from llmcourse.sampling import pack_responses, prompt_ids, sample_responses
 from llmcourse.tokenizer import decode, encode, special_id
 
 EOS, PAD = special_id(tw.EOS), special_id(tw.PAD)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    with torch_threads(1):   # tiny models: a second thread only adds synchronisation (and is slow on a busy CPU)
-        yield
-
-
-@pytest.fixture(scope="module")
-def base():
-    return load_base_model()
 
 
 @pytest.fixture(scope="module")
