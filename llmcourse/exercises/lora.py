@@ -62,8 +62,9 @@ def _forward_cases(rng: np.random.Generator) -> list[dict]:
     hand = dict(x=torch.tensor([[1., 2., 3.], [0., -1., 1.]]), W=torch.tensor(_W), b=torch.tensor([0.5, -1.]),
                 A=torch.tensor([[1., 1., 0.]]), B=torch.tensor([[2.], [-1.]]), alpha=2, r=1)
     cases = [hand]
-    for lead, d_in, d_out, r, alpha in [((4,), 5, 3, 2, 4), ((2, 3), 6, 4, 4, 8), ((3,), 4, 7, 3, 1)]:
-        cases.append(dict(x=_randn(rng, *lead, d_in), W=_randn(rng, d_out, d_in), b=_randn(rng, d_out),
+    for lead, d_in, d_out, r, alpha, bias in [((4,), 5, 3, 2, 4, True), ((2, 3), 6, 4, 4, 8, True),
+                                              ((3,), 4, 7, 3, 1, True), ((2,), 5, 4, 2, 2, False)]:
+        cases.append(dict(x=_randn(rng, *lead, d_in), W=_randn(rng, d_out, d_in), b=_randn(rng, d_out) if bias else None,
                           A=_randn(rng, r, d_in), B=_randn(rng, d_out, r), alpha=alpha, r=r))
     return cases
 
@@ -85,7 +86,7 @@ def _fwd_no_bias(x, W, b, A, B, alpha, r):
 
 
 def _fwd_update_only(x, W, b, A, B, alpha, r):
-    return b + alpha / r * ((x @ A.T) @ B.T)
+    return (b if b is not None else 0.0) + alpha / r * ((x @ A.T) @ B.T)
 
 
 def _fwd_merges_into_W(x, W, b, A, B, alpha, r):
@@ -98,7 +99,7 @@ def _fwd_merged(x, W, b, A, B, alpha, r):
 
 
 def _fwd_other_order(x, W, b, A, B, alpha, r):
-    return x @ W.T + b + alpha / r * (x @ (A.T @ B.T))
+    return F.linear(x, W, b) + alpha / r * (x @ (A.T @ B.T))
 
 
 # --------------------------------------------------------------------------- 6.2 initialisation
@@ -111,6 +112,9 @@ _INIT_FACTS = {
     "rank of ΔW after one gradient step":
         "the r directions of the adapter must start different (random A), or they learn the same thing and the "
         "update stays rank 1",
+    "the same generator seed gives the same (A, B)":
+        "draw A with the `generator` argument (`A.uniform_(-bound, bound, generator=generator)`), not torch's global "
+        "random numbers: then the same seed gives the same adapter, whatever else the program drew before",
 }
 
 
@@ -121,7 +125,12 @@ def _init_cases(rng: np.random.Generator) -> list[dict]:
 
 
 def _run_init(fn, case):
-    out = fn(**case)
+    def draw(global_seed: int):
+        # the learner's generator, seeded the same each time; torch's global RNG seeded differently
+        torch.manual_seed(global_seed)
+        return fn(**case, generator=torch.Generator().manual_seed(1234))
+    with torch.random.fork_rng(devices=[]):                            # leave the caller's global RNG as it was
+        out, again = draw(1), draw(2)
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         return Observed({"A.shape": "not returned: return the pair (A, B)", "B.shape": "not returned"})
     if not all(isinstance(t, torch.Tensor) for t in out):
@@ -131,6 +140,7 @@ def _run_init(fn, case):
     shapes = {"A.shape": tuple(A.shape), "B.shape": tuple(B.shape)}
     if shapes != {"A.shape": (case["r"], case["d_in"]), "B.shape": (case["d_out"], case["r"])} or not A.is_floating_point():
         return Observed(shapes)
+    reproducible = all(torch.equal(t, u) for t, u in zip(out, again))
     g = torch.Generator().manual_seed(0)                               # a batch and an upstream gradient, fixed
     x = torch.randn(32, case["d_in"], generator=g, dtype=torch.float64)
     G = torch.randn(32, case["d_out"], generator=g, dtype=torch.float64)
@@ -142,33 +152,39 @@ def _run_init(fn, case):
         rank = int(torch.linalg.matrix_rank(B1 @ A1))
         facts = {"B @ A is zero at the start": bool(torch.all(B @ A == 0)),
                  "a gradient reaches the adapter at the start": bool(gA.abs().sum() + gB.abs().sum() > 0),
-                 "rank of ΔW after one gradient step": rank}
+                 "rank of ΔW after one gradient step": rank,
+                 "the same generator seed gives the same (A, B)": reproducible}
     return Observed(shapes, facts)
 
 
-def _init_both_zero(d_in, d_out, r):
+def _init_both_zero(d_in, d_out, r, generator=None):
     return torch.zeros(r, d_in), torch.zeros(d_out, r)
 
 
-def _init_both_random(d_in, d_out, r):
-    return torch.randn(r, d_in) / math.sqrt(d_in), torch.randn(d_out, r) / math.sqrt(r)
+def _init_both_random(d_in, d_out, r, generator=None):
+    return (torch.randn(r, d_in, generator=generator) / math.sqrt(d_in),
+            torch.randn(d_out, r, generator=generator) / math.sqrt(r))
 
 
-def _init_A_constant(d_in, d_out, r):
+def _init_A_constant(d_in, d_out, r, generator=None):
     return torch.full((r, d_in), 1.0 / math.sqrt(d_in)), torch.zeros(d_out, r)
 
 
-def _init_transposed(d_in, d_out, r):
-    A, B = lora.init_lora(d_in, d_out, r)
+def _init_transposed(d_in, d_out, r, generator=None):
+    A, B = lora.init_lora(d_in, d_out, r, generator)
     return A.T.contiguous(), B.T.contiguous()                          # the x @ A @ B convention: A (d_in, r)
 
 
-def _init_gaussian(d_in, d_out, r):
-    return torch.randn(r, d_in) / r, torch.zeros(d_out, r)             # PEFT's init_lora_weights="gaussian"
+def _init_global_rng(d_in, d_out, r, generator=None):
+    return lora.init_lora(d_in, d_out, r)                              # ignores `generator`: torch's global RNG
 
 
-def _init_A_zero(d_in, d_out, r):
-    return torch.zeros(r, d_in), torch.randn(d_out, r) / math.sqrt(r)  # the other factor zero: also starts at ΔW = 0
+def _init_gaussian(d_in, d_out, r, generator=None):
+    return torch.randn(r, d_in, generator=generator) / r, torch.zeros(d_out, r)   # PEFT's init_lora_weights="gaussian"
+
+
+def _init_A_zero(d_in, d_out, r, generator=None):
+    return torch.zeros(r, d_in), torch.randn(d_out, r, generator=generator) / math.sqrt(r)   # ΔW = 0 too
 
 
 # --------------------------------------------------------------------------- 6.3 parameter counts
@@ -240,12 +256,17 @@ def _dora_cases(rng: np.random.Generator) -> list[dict]:
     hand = dict(x=torch.ones(1, 3), W=torch.tensor([[3., 0., 4.], [0., 1., 0.]]), b=torch.tensor([0., 1.]),
                 A=torch.tensor([[1., 0., 0.]]), B=torch.tensor([[0.], [1.]]), m=torch.tensor([10., 2.]), alpha=1, r=1)
     cases = [hand]
-    for lead, d_in, d_out, r, alpha in [((4,), 5, 3, 2, 4), ((2, 3), 6, 4, 4, 8), ((3,), 4, 6, 3, 1)]:
+    for lead, d_in, d_out, r, alpha, bias in [((4,), 5, 3, 2, 4, True), ((2, 3), 6, 4, 4, 8, True),
+                                              ((3,), 4, 6, 3, 1, True), ((2,), 5, 4, 2, 2, False)]:
         W = _randn(rng, d_out, d_in)
         m = lora.weight_norm(W) * torch.from_numpy(rng.uniform(0.5, 1.5, d_out).astype(np.float32))   # trained away from ‖W‖
-        cases.append(dict(x=_randn(rng, *lead, d_in), W=W, b=_randn(rng, d_out), A=_randn(rng, r, d_in),
+        cases.append(dict(x=_randn(rng, *lead, d_in), W=W, b=_randn(rng, d_out) if bias else None, A=_randn(rng, r, d_in),
                           B=_randn(rng, d_out, r, scale=0.5), m=m, alpha=alpha, r=r))
     return cases
+
+
+def _bias(b):
+    return 0.0 if b is None else b
 
 
 def _dora_columns(x, W, b, A, B, m, alpha, r):
@@ -256,7 +277,7 @@ def _dora_columns(x, W, b, A, B, m, alpha, r):
 
 def _dora_no_detach(x, W, b, A, B, m, alpha, r):
     V = W + alpha / r * (B @ A)
-    return (m / V.norm(dim=1)) * F.linear(x, V) + b
+    return (m / V.norm(dim=1)) * F.linear(x, V) + _bias(b)
 
 
 def _dora_scales_bias(x, W, b, A, B, m, alpha, r):
@@ -266,17 +287,17 @@ def _dora_scales_bias(x, W, b, A, B, m, alpha, r):
 
 def _dora_base_norm(x, W, b, A, B, m, alpha, r):
     V = W + alpha / r * (B @ A)
-    return (m / W.norm(dim=1)) * F.linear(x, V) + b                    # ‖W‖, not ‖W + ΔW‖
+    return (m / W.norm(dim=1)) * F.linear(x, V) + _bias(b)             # ‖W‖, not ‖W + ΔW‖
 
 
 def _dora_alpha(x, W, b, A, B, m, alpha, r):
     V = W + alpha * (B @ A)
-    return (m / V.norm(dim=1).detach()) * F.linear(x, V) + b
+    return (m / V.norm(dim=1).detach()) * F.linear(x, V) + _bias(b)
 
 
 def _dora_frobenius(x, W, b, A, B, m, alpha, r):
     V = W + alpha / r * (B @ A)
-    return (m / V.norm().detach()) * F.linear(x, V) + b                # one norm for the whole matrix
+    return (m / V.norm().detach()) * F.linear(x, V) + _bias(b)         # one norm for the whole matrix
 
 
 def _dora_peft_form(x, W, b, A, B, m, alpha, r):
@@ -342,6 +363,10 @@ register(
             KnownWrong("x @ A @ B shapes", _init_transposed,
                        "Your A is (d_in, r) and B (r, d_out), the convention of y = x A B. Here, as in PEFT and "
                        "nn.Linear, weights are (out, in): A is (r, d_in) and B is (d_out, r), so ΔW = B A is (d_out, d_in)."),
+            KnownWrong("ignores the generator", _init_global_rng,
+                       "Your A does not come from the `generator` you were given: the same seed gave different "
+                       "adapters. Pass it to the draw, `A.uniform_(-bound, bound, generator=generator)` (or "
+                       "`torch.rand(r, d_in, generator=generator)`), so that a seed fixes the adapter."),
         ],
         known_right=[KnownRight("PEFT's gaussian init", _init_gaussian),
                      KnownRight("A zero, B random", _init_A_zero)]),
