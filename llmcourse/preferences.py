@@ -16,7 +16,7 @@ response finished), not as text: DPO and the reward model score exactly those to
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 
@@ -66,35 +66,49 @@ class PreferencePairs:
         return pack_responses(prompt_ids(self.problems), self.rejected, device=device)
 
 
-def label_pairs(problems: Sequence[tw.Problem], responses: Responses) -> PreferencePairs:
+def preference_index(rewards: torch.Tensor) -> torch.Tensor:
+    """Which response of each pair wins: rewards (N, 2) -> (M, 2) long rows ``[chosen row, rejected row]``.
+
+    ``rewards[i]`` are the rule rewards of problem i's two answers, rows ``2i`` and ``2i + 1`` of the
+    prompt-major batch. The higher reward is chosen; a tie (equal rewards) gives no row. Rows are
+    in problem order; ``rewards`` is not changed.
+
+    >>> preference_index(torch.tensor([[0.0, 1.1], [1.0, 1.0], [1.1, 1.0]]))
+    tensor([[1, 0],
+            [4, 5]])
+    """
+    first_wins = rewards[:, 0] > rewards[:, 1]                           # (N,)
+    keep = rewards[:, 0] != rewards[:, 1]                                # (N,) ties are left out
+    rows = 2 * torch.arange(rewards.size(0), device=rewards.device)      # (N,) row of each first answer
+    chosen = torch.where(first_wins, rows, rows + 1)                     # (N,)
+    rejected = torch.where(first_wins, rows + 1, rows)                   # (N,)
+    return torch.stack([chosen, rejected], dim=1)[keep]                  # (M, 2)
+
+
+def label_pairs(problems: Sequence[tw.Problem], responses: Responses,
+                index_fn: Callable[[torch.Tensor], torch.Tensor] = preference_index) -> PreferencePairs:
     """Label a batch of 2 responses per problem (prompt-major, ``responses.n_samples == 2``).
 
     The response with the higher rule reward is chosen; pairs with equal rewards are dropped.
+    ``index_fn`` picks the rows from the (N, 2) rewards (`preference_index`).
     """
     if responses.n_samples != 2 or len(responses) != 2 * len(problems):
         raise ValueError(f"need 2 responses per problem, got {len(responses)} rows of {responses.n_samples} "
                          f"for {len(problems)} problems")
     rewards = rule_rewards(responses, problems).cpu().view(-1, 2)       # (N, 2)
-    rows = []
-    for i in range(len(problems)):
-        pair = rewards[i]
-        r0, r1 = float(pair[0]), float(pair[1])
-        if r0 == r1:
-            continue                                                     # a tie: no preference
-        rows.append((i, 2 * i + (0 if r0 > r1 else 1), 2 * i + (1 if r0 > r1 else 0)))
-    ids, mask = responses.ids.cpu(), responses.response_mask.cpu()
+    index = index_fn(rewards).tolist()                                   # M rows of [chosen, rejected]
+    ids, mask, flat = responses.ids.cpu(), responses.response_mask.cpu(), rewards.view(-1)
 
     def response_tokens(row: int) -> list[int]:
         return ids[row][mask[row]].tolist()
 
-    flat = rewards.view(-1)
-    return PreferencePairs(problems=[problems[i] for i, _, _ in rows],
-                           chosen=[response_tokens(c) for _, c, _ in rows],
-                           rejected=[response_tokens(r) for _, _, r in rows],
-                           chosen_reward=torch.stack([flat[c] for _, c, _ in rows]) if rows else torch.zeros(0),
-                           rejected_reward=torch.stack([flat[r] for _, _, r in rows]) if rows else torch.zeros(0),
-                           chosen_text=[responses.texts[c] for _, c, _ in rows],
-                           rejected_text=[responses.texts[r] for _, _, r in rows])
+    return PreferencePairs(problems=[problems[c // 2] for c, _ in index],
+                           chosen=[response_tokens(c) for c, _ in index],
+                           rejected=[response_tokens(r) for _, r in index],
+                           chosen_reward=flat[[c for c, _ in index]].clone(),
+                           rejected_reward=flat[[r for _, r in index]].clone(),
+                           chosen_text=[responses.texts[c] for c, _ in index],
+                           rejected_text=[responses.texts[r] for _, r in index])
 
 
 def sample_pairs(model: GPT, problems: Sequence[tw.Problem], seed: int, temperature: float = 1.0,
