@@ -1,0 +1,515 @@
+"""Chapter 08 exercises: sequence log-probs of responses, the DPO loss, implicit rewards, IPO, SimPO."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from llmcourse import dpo
+from llmcourse.checker import Exercise, KnownRight, KnownWrong, Observed, as_float64, register, under_no_grad
+
+
+def _t(x, dtype=torch.float32) -> torch.Tensor:
+    return torch.tensor(np.asarray(x), dtype=dtype)
+
+
+_NO_GRAD_HINT = ("The value is right but the loss carries no gradient: it was computed under `torch.no_grad()`, "
+                 "or detached (`.detach()`, `.item()`, `float(...)`, NumPy) on the way, so training with it would "
+                 "change nothing. Detach only the reference's log-probs.")
+
+# --------------------------------------------------------------------------- 8.1 sequence log-probs
+# The function returns one number per row, not a loss, so its `call` takes the gradient of a fixed
+# random projection of the output (a vector–Jacobian product) and records what it saw.
+
+_SEQ_FACTS = {
+    "`logits` is unchanged after the call":
+        "your function changed the caller's `logits` in place (`logits -= …`, `logits.sub_(…)`): the caller still "
+        "needs them. Compute `F.log_softmax(logits, dim=-1)` into a new tensor",
+    "a gradient reaches `logits`":
+        "DPO trains the policy through these log-probs, so the result must stay connected to the logits: no "
+        "`torch.no_grad()`, `.detach()`, `.item()` or NumPy on the way",
+    "the gradient w.r.t. `logits` equals the reference's":
+        "the value is right but the gradient is not: is something detached, or is a mask applied after a sum?",
+}
+
+
+def _seq_call(fn, case):
+    ref = dpo.sequence_logprob(**{k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in case.items()})
+    leaf = case["logits"].detach().clone().requires_grad_(True)
+    probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))
+    ref_grad, = torch.autograd.grad((dpo.sequence_logprob(leaf, case["ids"], case["response_mask"], case["average"])
+                                     * probe).sum(), [leaf])
+    given = leaf * 1.0                                                 # what the learner gets: a non-leaf, like a model's output
+    y = fn(**{**case, "logits": given})
+    unchanged = bool(torch.equal(given.detach(), leaf.detach()))
+    if not isinstance(y, torch.Tensor) or y.shape != ref.shape or not y.is_floating_point():
+        return Observed(y)                                             # the value check says what is wrong
+    grad = None
+    if y.requires_grad:
+        try:
+            grad, = torch.autograd.grad((y * probe.to(y.dtype)).sum(), [leaf], allow_unused=True)
+        except RuntimeError:                                           # e.g. a tensor the backward needs was changed in place
+            grad = None
+    same = grad is not None and torch.allclose(grad.to(ref_grad.dtype), ref_grad, atol=1e-5, rtol=1e-4)
+    return Observed(y.detach(), {"`logits` is unchanged after the call": unchanged,
+                                 "a gradient reaches `logits`": grad is not None,
+                                 "the gradient w.r.t. `logits` equals the reference's": bool(same)})
+
+
+def _seq_cases(rng: np.random.Generator) -> list[dict]:
+    hand = dict(logits=torch.log(_t([[[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]])), ids=_t([[0, 1, 0]], torch.long),
+                response_mask=_t([[False, True, True]], torch.bool))
+    cases = [dict(hand, average=False), dict(hand, average=True)]
+    for average in (False, True, False):
+        B, V = int(rng.integers(2, 5)), int(rng.integers(6, 12))
+        prompt = rng.integers(1, 4, B)                                 # at least one prompt token
+        response = rng.integers(1, 6, B)
+        T = int((prompt + response).max()) + int(rng.integers(0, 2))
+        ids = rng.integers(0, V, (B, T))
+        mask = np.zeros((B, T), dtype=bool)
+        for i in range(B):
+            mask[i, prompt[i]:prompt[i] + response[i]] = True
+        cases.append(dict(logits=_t(rng.normal(0, 2, (B, T, V))), ids=_t(ids, torch.long),
+                          response_mask=_t(mask, torch.bool), average=average))
+    return cases
+
+
+def _masked(token_logp, kept, average):
+    total = (token_logp * kept).sum(dim=1)
+    return total / kept.sum(dim=1) if average else total
+
+
+def _seq_no_shift(logits, ids, response_mask, average=False):
+    logp = F.log_softmax(logits, dim=-1).gather(-1, ids.unsqueeze(-1)).squeeze(-1)   # position t scored on token t
+    return _masked(logp, response_mask, average)
+
+
+def _seq_mask_not_shifted(logits, ids, response_mask, average=False):
+    logp = F.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return _masked(logp, response_mask[:, :-1], average)               # the mask of tokens 0..T-2, not 1..T-1
+
+
+def _seq_no_mask(logits, ids, response_mask, average=False):
+    logp = F.log_softmax(logits[:, :-1], dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+    return logp.mean(dim=1) if average else logp.sum(dim=1)            # prompt and padding counted too
+
+
+def _seq_always_sum(logits, ids, response_mask, average=False):
+    return dpo.sequence_logprob(logits, ids, response_mask)            # ignores `average`
+
+
+def _seq_always_mean(logits, ids, response_mask, average=False):
+    return dpo.sequence_logprob(logits, ids, response_mask, average=True)
+
+
+def _seq_mean_over_columns(logits, ids, response_mask, average=False):
+    total = dpo.sequence_logprob(logits, ids, response_mask)
+    return total / (ids.shape[1] - 1) if average else total            # divides by T - 1, not the response length
+
+
+def _seq_raw_logits(logits, ids, response_mask, average=False):
+    scores = logits[:, :-1].gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)   # logits, not log-probs
+    return _masked(scores, response_mask[:, 1:], average)
+
+
+def _seq_in_place(logits, ids, response_mask, average=False):
+    logits -= logits.logsumexp(dim=-1, keepdim=True)                   # log-softmax written over the caller's logits
+    return dpo.sequence_logprob(logits, ids, response_mask, average)
+
+
+def _seq_cross_entropy(logits, ids, response_mask, average=False):
+    T = ids.shape[1]
+    nll = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="none")
+    kept = response_mask[:, 1:]
+    total = -(nll.view(-1, T - 1) * kept).sum(dim=1)
+    return total / kept.sum(dim=1) if average else total
+
+
+# --------------------------------------------------------------------------- 8.2 the DPO loss
+
+_PAIR_ARGS = ("policy_chosen_logps", "policy_rejected_logps", "ref_chosen_logps", "ref_rejected_logps")
+
+
+def _pair_cases(rng: np.random.Generator) -> list[dict]:
+    hand = dict(policy_chosen_logps=_t([-4.0]), policy_rejected_logps=_t([-6.0]), ref_chosen_logps=_t([-5.0]),
+                ref_rejected_logps=_t([-5.0]), beta=0.5)
+    two = dict(policy_chosen_logps=_t([-3.0, -10.0]), policy_rejected_logps=_t([-9.0, -7.0]),
+               ref_chosen_logps=_t([-5.0, -8.0]), ref_rejected_logps=_t([-6.0, -8.0]), beta=0.1)
+    cases = [hand, two]
+    for beta in (0.1, 0.5, 2.0):
+        B = int(rng.integers(3, 9))
+        ref_c, ref_r = rng.uniform(-30, -2, B), rng.uniform(-30, -2, B)
+        cases.append(dict(policy_chosen_logps=_t(ref_c + rng.normal(0, 3, B)),
+                          policy_rejected_logps=_t(ref_r + rng.normal(0, 3, B)),
+                          ref_chosen_logps=_t(ref_c), ref_rejected_logps=_t(ref_r), beta=beta))
+    return cases
+
+
+def _dpo_cases(rng: np.random.Generator) -> list[dict]:
+    # the last pair: the policy prefers the rejected response by 300 nats more than the reference does
+    far = dict(policy_chosen_logps=_t([-5.0, -310.0]), policy_rejected_logps=_t([-6.0, -10.0]),
+               ref_chosen_logps=_t([-5.0, -10.0]), ref_rejected_logps=_t([-6.0, -10.0]), beta=1.0)
+    return _pair_cases(rng) + [far]
+
+
+def _h(pc, pr, rc, rr):
+    return (pc - rc.detach()) - (pr - rr.detach())
+
+
+def _dpo_swapped(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return -F.logsigmoid(-beta * _h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)).mean()
+
+
+def _dpo_plus_sign(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return F.logsigmoid(beta * _h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)).mean()
+
+
+def _dpo_beta_outside(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return -beta * F.logsigmoid(_h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)).mean()
+
+
+def _dpo_no_reference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps)).mean()
+
+
+def _dpo_sum(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return -F.logsigmoid(beta * _h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)).sum()
+
+
+def _dpo_ref_not_detached(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    h = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+    return -F.logsigmoid(beta * h).mean()
+
+
+def _dpo_log_of_sigmoid(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    h = _h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return -torch.log(torch.sigmoid(beta * h)).mean()
+
+
+def _dpo_in_place(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    policy_chosen_logps -= ref_chosen_logps.detach()                   # the log-ratio written over the caller's log-probs
+    policy_rejected_logps -= ref_rejected_logps.detach()
+    return -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps)).mean()
+
+
+def _dpo_softplus(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    pi_logratios = policy_chosen_logps - policy_rejected_logps         # TRL's grouping: policy margin − reference margin
+    ref_logratios = (ref_chosen_logps - ref_rejected_logps).detach()
+    return F.softplus(-beta * (pi_logratios - ref_logratios)).mean()   # −log σ(x) = softplus(−x)
+
+
+# --------------------------------------------------------------------------- 8.3 implicit rewards, accuracy
+
+_REWARD_FACTS = {
+    "the rewards carry a gradient":
+        "the implicit rewards are what we *watch* (logged, averaged, compared), not something to train through: "
+        "return them detached (`.detach()`), as TRL does, so that logging them cannot keep the graph alive or leak "
+        "into a loss",
+}
+
+
+def _reward_call(fn, case):
+    args = {k: v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) else v for k, v in case.items()}
+    out = fn(**args)
+    if not (isinstance(out, (tuple, list)) and len(out) == 3):
+        return Observed(out)
+    carries = any(isinstance(t, torch.Tensor) and t.requires_grad for t in out)
+    value = tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in out)
+    return Observed(value, {"the rewards carry a gradient": carries})
+
+
+def _reward_cases(rng: np.random.Generator) -> list[dict]:
+    cases = _pair_cases(rng)
+    # ties: at the start of training the policy is the reference, every reward is 0
+    B = 4
+    ref = _t(rng.uniform(-20, -2, (2, B)))
+    cases.append(dict(policy_chosen_logps=ref[0].clone(), policy_rejected_logps=ref[1].clone(),
+                      ref_chosen_logps=ref[0], ref_rejected_logps=ref[1], beta=0.1))
+    return cases
+
+
+def _rw_ties_count(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    c, r, _ = dpo.implicit_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    return c, r, (c >= r).float().mean().item()
+
+
+def _rw_not_detached(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    c = beta * (policy_chosen_logps - ref_chosen_logps)
+    r = beta * (policy_rejected_logps - ref_rejected_logps)
+    return c, r, (c > r).float().mean().item()
+
+
+def _rw_no_beta(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    c, r = (policy_chosen_logps - ref_chosen_logps).detach(), (policy_rejected_logps - ref_rejected_logps).detach()
+    return c, r, (c > r).float().mean().item()
+
+
+def _rw_no_reference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    c, r = (beta * policy_chosen_logps).detach(), (beta * policy_rejected_logps).detach()
+    return c, r, (c > r).float().mean().item()
+
+
+def _rw_inverted_ratio(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    c, r = (beta * (ref_chosen_logps - policy_chosen_logps)).detach(), (beta * (ref_rejected_logps - policy_rejected_logps)).detach()
+    return c, r, (c > r).float().mean().item()
+
+
+def _rw_count(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    c, r, _ = dpo.implicit_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    return c, r, (c > r).sum().item()
+
+
+def _rw_tensor_accuracy(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    with torch.no_grad():
+        c = beta * (policy_chosen_logps - ref_chosen_logps)
+        r = beta * (policy_rejected_logps - ref_rejected_logps)
+    return c, r, (c - r > 0).float().mean()                            # a 0-d tensor is a number too
+
+
+# --------------------------------------------------------------------------- 8.4 IPO
+
+
+def _ipo_target_one_over_beta(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return ((_h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps) - 1 / beta) ** 2).mean()
+
+
+def _ipo_plus_target(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return ((_h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps) + 1 / (2 * beta)) ** 2).mean()
+
+
+def _ipo_beta_inside(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return ((beta * _h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps) - 0.5) ** 2).mean()
+
+
+def _ipo_no_reference(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return ((policy_chosen_logps - policy_rejected_logps - 1 / (2 * beta)) ** 2).mean()
+
+
+def _ipo_sum(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    return ((_h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps) - 1 / (2 * beta)) ** 2).sum()
+
+
+def _ipo_ref_not_detached(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    h = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)
+    return ((h - 1 / (2 * beta)) ** 2).mean()
+
+
+def _ipo_expanded(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    h = _h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    return (h * h - h / beta + 1 / (4 * beta ** 2)).mean()            # the square expanded
+
+
+# --------------------------------------------------------------------------- 8.5 SimPO
+
+
+def _simpo_cases(rng: np.random.Generator) -> list[dict]:
+    hand = dict(policy_chosen_logps=_t([-2.0]), policy_rejected_logps=_t([-6.0]), chosen_lens=_t([2], torch.long),
+                rejected_lens=_t([3], torch.long), beta=2.0, gamma=1.0)
+    cases = [hand]
+    for beta, gamma in ((2.0, 0.5), (2.5, 1.4), (10.0, 3.0)):
+        B = int(rng.integers(3, 9))
+        lc, lr = rng.integers(3, 30, B), rng.integers(3, 30, B)
+        cases.append(dict(policy_chosen_logps=_t(-lc * rng.uniform(0.05, 1.0, B)),
+                          policy_rejected_logps=_t(-lr * rng.uniform(0.05, 1.0, B)),
+                          chosen_lens=_t(lc, torch.long), rejected_lens=_t(lr, torch.long), beta=beta, gamma=gamma))
+    return cases
+
+
+def _simpo_no_length(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
+    return -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps) - gamma).mean()
+
+
+def _simpo_gamma_inside(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
+    return -F.logsigmoid(beta * (policy_chosen_logps / chosen_lens - policy_rejected_logps / rejected_lens - gamma)).mean()
+
+
+def _simpo_plus_gamma(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
+    return -F.logsigmoid(beta * (policy_chosen_logps / chosen_lens - policy_rejected_logps / rejected_lens) + gamma).mean()
+
+
+def _simpo_lens_swapped(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
+    return -F.logsigmoid(beta * (policy_chosen_logps / rejected_lens - policy_rejected_logps / chosen_lens) - gamma).mean()
+
+
+def _simpo_total_length(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
+    margin = (policy_chosen_logps - policy_rejected_logps) / (chosen_lens + rejected_lens)
+    return -F.logsigmoid(beta * margin - gamma).mean()
+
+
+def _simpo_sum(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
+    return -F.logsigmoid(beta * (policy_chosen_logps / chosen_lens - policy_rejected_logps / rejected_lens) - gamma).sum()
+
+
+def _simpo_in_place(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
+    policy_chosen_logps /= chosen_lens                                 # the averages written over the caller's sums
+    policy_rejected_logps /= rejected_lens
+    return -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps) - gamma).mean()
+
+
+def _simpo_trl_form(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
+    logits = policy_chosen_logps / chosen_lens - policy_rejected_logps / rejected_lens - gamma / beta   # TRL's CPO
+    return -F.logsigmoid(beta * logits).mean()
+
+
+# --------------------------------------------------------------------------- registry
+
+register(
+    Exercise(
+        id="8.1", title="Sequence log-probs of responses", reference=dpo.sequence_logprob, cases=_seq_cases,
+        call=_seq_call, trace_help=_SEQ_FACTS,
+        hint="log-softmax the logits over the vocabulary; position t predicts token t + 1, so score ids[:, 1:] with "
+             "logits[:, :-1] and keep the columns where response_mask[:, 1:] is True; sum per row (divide by the "
+             "number of kept tokens when average=True).",
+        known_wrong=[
+            KnownWrong("no shift", _seq_no_shift,
+                       "You scored token t with the logits at position t. A causal model's logits at position t "
+                       "predict the *next* token: pair logits[:, :-1] with ids[:, 1:] (an off-by-one shift)."),
+            KnownWrong("mask not shifted", _seq_mask_not_shifted,
+                       "The log-probs are shifted but the mask is not: column t scores token t + 1, so it is kept when "
+                       "token t + 1 is a response token, response_mask[:, 1:] (not [:, :-1]). Yours counts the last "
+                       "prompt token and drops the response's last one (its end-of-text)."),
+            KnownWrong("no mask", _seq_no_mask,
+                       "You summed over every position, prompt and padding included. Only the response's tokens count: "
+                       "keep the columns where response_mask[:, 1:] is True."),
+            KnownWrong("raw logits", _seq_raw_logits,
+                       "You gathered the logits themselves. They are unnormalised scores: take "
+                       "F.log_softmax(logits, dim=-1) first, so that each position's probabilities sum to 1."),
+            KnownWrong("ignores average (always sums)", _seq_always_sum,
+                       "With average=True the result is the mean log-prob per response token: divide each row's sum "
+                       "by its number of response tokens (SimPO's length normalisation)."),
+            KnownWrong("ignores average (always averages)", _seq_always_mean,
+                       "With average=False (the default, what DPO uses) the result is the *sum* over the response's "
+                       "tokens, log π(y|x) = Σ_t log π(y_t | x, y_<t), not the mean."),
+            KnownWrong("average over all T − 1 columns", _seq_mean_over_columns,
+                       "You divided by the number of columns T − 1, prompt and padding included. The mean is over the "
+                       "response's own tokens: divide by response_mask[:, 1:].sum(dim=1)."),
+            KnownWrong("no gradient", under_no_grad(dpo.sequence_logprob),
+                       "The value is right but no gradient reaches the logits: it was computed under `torch.no_grad()` "
+                       "(or detached), so DPO could not train the policy through it."),
+            KnownWrong("log-softmax in place", _seq_in_place,
+                       "The value is right, but you wrote the log-softmax into the caller's `logits` (`logits -= …`). "
+                       "Compute it into a new tensor: `logp = F.log_softmax(logits, dim=-1)`."),
+        ],
+        known_right=[KnownRight("cross-entropy per token", _seq_cross_entropy),
+                     KnownRight("float64", as_float64(dpo.sequence_logprob))],
+        atol=1e-5),
+    Exercise(
+        id="8.2", title="The DPO loss", reference=dpo.dpo_loss, cases=_dpo_cases, grad_wrt=_PAIR_ARGS,
+        hint="h = (π_w − ref_w) − (π_l − ref_l) with the reference's log-probs detached; "
+             "loss = mean over pairs of −log σ(β h), written with F.logsigmoid.",
+        known_wrong=[
+            KnownWrong("chosen and rejected swapped", _dpo_swapped,
+                       "Your loss falls when the *rejected* response gains probability: the margin is "
+                       "(chosen log-ratio) − (rejected log-ratio), β · h, not −β · h."),
+            KnownWrong("missing minus sign", _dpo_plus_sign,
+                       "log σ(β h) is the log-likelihood of the preferences, which we *maximise*: the loss is its "
+                       "negative, −log σ(β h) (positive, falling towards 0)."),
+            KnownWrong("β outside the sigmoid", _dpo_beta_outside,
+                       "β scales the margin *inside* the sigmoid, −log σ(β h): it is the scale of the implicit reward "
+                       "β log π/π_ref, not a weight on the loss."),
+            KnownWrong("reference not subtracted", _dpo_no_reference,
+                       "You used the policy's log-probs alone. DPO's implicit reward is a log-*ratio* to the reference, "
+                       "β log π(y|x)/π_ref(y|x): subtract the reference's log-probs."),
+            KnownWrong("sum over pairs", _dpo_sum,
+                       "You summed over the pairs; the loss is the mean, so that its size (and the learning rate that "
+                       "suits it) does not depend on the batch size."),
+            KnownWrong("reference not detached", _dpo_ref_not_detached,
+                       "The value is right, but a gradient reaches the reference's log-probs. The reference is frozen: "
+                       "detach them (`ref_chosen_logps.detach()`), or with a shared model (LoRA's disable_adapters) "
+                       "the update would also push the reference."),
+            KnownWrong("no gradient", under_no_grad(dpo.dpo_loss), _NO_GRAD_HINT),
+            KnownWrong("log of sigmoid", _dpo_log_of_sigmoid,
+                       "torch.log(torch.sigmoid(x)) underflows: for x = −300, σ(x) is 0 in float32 and the loss is "
+                       "infinite. F.logsigmoid(x) computes the same function stably."),
+            KnownWrong("log-ratios in place", _dpo_in_place,
+                       "The value is right, but you subtracted the reference from the caller's `policy_chosen_logps` "
+                       "in place (`-=`): the caller's log-probs (and what it logs from them) changed. Compute the "
+                       "log-ratios into new tensors."),
+        ],
+        known_right=[KnownRight("softplus, TRL's grouping", _dpo_softplus),
+                     KnownRight("float64", as_float64(dpo.dpo_loss))],
+        atol=1e-5),
+    Exercise(
+        id="8.3", title="Implicit rewards and preference accuracy", reference=dpo.implicit_rewards, cases=_reward_cases,
+        call=_reward_call, trace_help=_REWARD_FACTS,
+        hint="chosen = β (π_w − ref_w), rejected = β (π_l − ref_l), both detached; accuracy = the share of pairs with "
+             "chosen > rejected (strictly), as a float.",
+        known_wrong=[
+            KnownWrong("ties count as right", _rw_ties_count,
+                       "A pair whose two rewards are equal is not ranked right: use chosen > rejected, not >=. At the "
+                       "start of training the policy is the reference, every reward is 0, and the accuracy is 0, "
+                       "not 1 (TRL's `rewards/accuracies` starts at 0 too)."),
+            KnownWrong("rewards not detached", _rw_not_detached,
+                       "The values are right, but the rewards still carry the policy's gradient. They are for watching "
+                       "training: return them `.detach()`ed."),
+            KnownWrong("no β", _rw_no_beta,
+                       "The implicit reward is β times the log-ratio, r(x, y) = β log π(y|x)/π_ref(y|x)."),
+            KnownWrong("reference not subtracted", _rw_no_reference,
+                       "The implicit reward is a log-*ratio*: β (log π − log π_ref), not β log π."),
+            KnownWrong("ratio upside down", _rw_inverted_ratio,
+                       "You computed β log π_ref/π. The reward is positive where the policy made a response *more* "
+                       "likely than the reference did: β (log π − log π_ref)."),
+            KnownWrong("accuracy as a count", _rw_count,
+                       "The accuracy is a share of pairs, between 0 and 1: take the mean of (chosen > rejected), not "
+                       "the sum."),
+        ],
+        known_right=[KnownRight("accuracy as a 0-d tensor", _rw_tensor_accuracy)],
+        atol=1e-5),
+    Exercise(
+        id="8.4", title="The IPO loss", reference=dpo.ipo_loss, cases=_pair_cases, grad_wrt=_PAIR_ARGS,
+        hint="h = (π_w − ref_w) − (π_l − ref_l) (no β, reference detached); loss = mean of (h − 1/(2β))².",
+        known_wrong=[
+            KnownWrong("target 1/β", _ipo_target_one_over_beta,
+                       "IPO's target margin is 1/(2β) (Azar et al. eq. 17; TRL's `(logits - 1/(2*beta))**2`), not 1/β."),
+            KnownWrong("+ 1/(2β), or chosen and rejected swapped", _ipo_plus_target,
+                       "Your loss pulls the margin towards −1/(2β), so the rejected response would win: either the "
+                       "target has the wrong sign, (h + 1/(2β))², or h is the rejected log-ratio minus the chosen one "
+                       "(the same function). h = (π_w − ref_w) − (π_l − ref_l) and the loss is (h − 1/(2β))²."),
+            KnownWrong("β times h", _ipo_beta_inside,
+                       "You squared β h − 1/2, which is β² (h − 1/(2β))²: the same minimum, but a loss β² times "
+                       "smaller (a different effective learning rate). IPO's loss is (h − 1/(2β))², h without β."),
+            KnownWrong("reference not subtracted", _ipo_no_reference,
+                       "h is the margin of log-*ratios*: (π_w − ref_w) − (π_l − ref_l). Subtract the reference."),
+            KnownWrong("sum over pairs", _ipo_sum,
+                       "Take the mean over pairs, not the sum."),
+            KnownWrong("reference not detached", _ipo_ref_not_detached,
+                       "The value is right, but a gradient reaches the reference's log-probs: detach them, the "
+                       "reference is frozen."),
+            KnownWrong("no gradient", under_no_grad(dpo.ipo_loss), _NO_GRAD_HINT),
+        ],
+        known_right=[KnownRight("the square expanded", _ipo_expanded),
+                     KnownRight("float64", as_float64(dpo.ipo_loss))],
+        atol=1e-4, rtol=1e-5),
+    Exercise(
+        id="8.5", title="The SimPO loss", reference=dpo.simpo_loss, cases=_simpo_cases,
+        grad_wrt=("policy_chosen_logps", "policy_rejected_logps"),
+        hint="Average each response's log-prob over its own length, then −log σ(β (avg_w − avg_l) − γ), mean over pairs.",
+        known_wrong=[
+            KnownWrong("no length normalisation", _simpo_no_length,
+                       "SimPO divides each response's log-prob by its own length, log π(y|x)/|y|: without it a longer "
+                       "response has a lower reward only for being long."),
+            KnownWrong("γ inside β", _simpo_gamma_inside,
+                       "γ is the target reward margin and is subtracted *after* scaling by β: β (avg_w − avg_l) − γ. "
+                       "Yours, β (avg_w − avg_l − γ), makes the margin β γ. (TRL's CPOTrainer writes it as "
+                       "β (avg_w − avg_l − γ/β), the same thing.)"),
+            KnownWrong("+ γ", _simpo_plus_gamma,
+                       "The margin must *exceed* γ: subtract it, β (avg_w − avg_l) − γ."),
+            KnownWrong("lengths swapped", _simpo_lens_swapped,
+                       "Each response is normalised by its own length: the chosen log-prob by chosen_lens, the rejected "
+                       "one by rejected_lens."),
+            KnownWrong("one length for the pair", _simpo_total_length,
+                       "You divided the difference by the pair's total length. SimPO averages each response over its own "
+                       "length first: log π(y_w)/|y_w| − log π(y_l)/|y_l|."),
+            KnownWrong("sum over pairs", _simpo_sum, "Take the mean over pairs, not the sum."),
+            KnownWrong("averages in place", _simpo_in_place,
+                       "The value is right, but you divided the caller's log-probs in place (`/=`). Compute the "
+                       "averages into new tensors."),
+            KnownWrong("no gradient", under_no_grad(dpo.simpo_loss),
+                       "The value is right but the loss carries no gradient: it was computed under `torch.no_grad()` "
+                       "or detached on the way, so training with it would change nothing."),
+        ],
+        known_right=[KnownRight("TRL's CPOTrainer form, γ/β inside", _simpo_trl_form),
+                     KnownRight("float64", as_float64(dpo.simpo_loss))],
+        atol=1e-5),
+)
