@@ -388,8 +388,11 @@ def describe_difference(expected: Any, received: Any, atol: float, rtol: float, 
             return f"expected True or False{_where(path)}, received {_type_name(received)} {_fmt(received)}"
         return None if bool(received) == bool(expected) else f"expected {bool(expected)}{_where(path)}, received {bool(received)}"
     if isinstance(expected, (int, np.integer)):
-        if not _is_real_number(received) or float(received) != int(received):
-            return f"expected an integer{_where(path)}, received {_type_name(received)} {_fmt(received)}"
+        if isinstance(received, (bool, np.bool_)) or not isinstance(received, (int, np.integer)):
+            whole = _is_real_number(received) and float(received) == int(float(received))
+            return (f"expected an integer (int){_where(path)}, received {_type_name(received)} {_fmt(received)}"
+                    + (": the number is whole, but return it as an int (`int(...)`, or `.item()` for a tensor)"
+                       if whole else ""))
         return None if int(received) == int(expected) else f"expected {int(expected)}{_where(path)}, received {int(received)}"
     if isinstance(expected, (float, np.floating)):
         if not _is_real_number(received):
@@ -777,8 +780,8 @@ def _report(result: CheckResult, name: str = "name", rebound: bool = False) -> s
         return (f"⏳ Exercise {ex.id} ({ex.title}): not attempted yet. "
                 f"The cells below use the reference implementation for now.")
     if rebound:
-        after = (f"  For now `{name}` is the reference implementation, so the cells below still run. "
-                 f"Fix your function above and re-run this cell to use your own.")
+        after = (f"  For now `{name}` is the reference implementation, so the cells below still run (\"Run All\" stops "
+                 f"at this cell: run on from the next one). Fix your function above and re-run this cell to use your own.")
     else:
         after = f"  To move on for now, use the reference: `{name} = reference(\"{ex.id}\")`."
     return (f"❌ Exercise {ex.id} ({ex.title}) is not right yet: {result.message}\n"

@@ -25,7 +25,7 @@ _GRAD_FACTS = {
     "the inputs that receive a gradient":
         "training updates the adapter through this output, so a gradient must reach it: no `torch.no_grad()`, "
         "`.detach()`, `.data`, `.item()` or NumPy on the way",
-    "the inputs whose gradient differs from the reference's":
+    "the inputs whose gradient differs from the reference's (none, when right)":
         "something is detached that should not be, or not detached that should be",
 }
 
@@ -49,7 +49,7 @@ def _with_gradients(reference, names: tuple[str, ...]):
         differ = tuple(n for n, g, rg in zip(names, grads, ref_grads)
                        if g is None or not torch.allclose(g.to(rg.dtype), rg, atol=1e-4, rtol=1e-3))
         return Observed(y.detach(), {"the inputs that receive a gradient": tuple(n for n, g in zip(names, grads) if g is not None),
-                                     "the inputs whose gradient differs from the reference's": differ})
+                                     "the inputs whose gradient differs from the reference's (none, when right)": differ})
     return call
 
 
@@ -63,7 +63,8 @@ def _forward_cases(rng: np.random.Generator) -> list[dict]:
                 A=torch.tensor([[1., 1., 0.]]), B=torch.tensor([[2.], [-1.]]), alpha=2, r=1)
     cases = [hand]
     for lead, d_in, d_out, r, alpha, bias in [((4,), 5, 3, 2, 4, True), ((2, 3), 6, 4, 4, 8, True),
-                                              ((3,), 4, 7, 3, 1, True), ((2,), 5, 4, 2, 2, False)]:
+                                              ((3,), 4, 7, 3, 1, True), ((2,), 5, 4, 2, 2, False),
+                                              ((), 6, 6, 2, 3, True)]:                # a square W, one token x (d_in,)
         cases.append(dict(x=_randn(rng, *lead, d_in), W=_randn(rng, d_out, d_in), b=_randn(rng, d_out) if bias else None,
                           A=_randn(rng, r, d_in), B=_randn(rng, d_out, r), alpha=alpha, r=r))
     return cases
@@ -75,6 +76,10 @@ def _fwd_alpha(x, W, b, A, B, alpha, r):
 
 def _fwd_rslora(x, W, b, A, B, alpha, r):
     return F.linear(x, W, b) + alpha / math.sqrt(r) * ((x @ A.T) @ B.T)
+
+
+def _fwd_floor_division(x, W, b, A, B, alpha, r):
+    return F.linear(x, W, b) + alpha // r * ((x @ A.T) @ B.T)
 
 
 def _fwd_no_scaling(x, W, b, A, B, alpha, r):
@@ -112,6 +117,15 @@ _INIT_FACTS = {
     "rank of ΔW after one gradient step":
         "the r directions of the adapter must start different (random A), or they learn the same thing and the "
         "update stays rank 1",
+    "the largest |A| in units of 1/√d_in (20,000 draws)":
+        "draw A uniformly between −1/√d_in and +1/√d_in (`A.uniform_(-bound, bound, generator=generator)` with "
+        "bound = 1 / d_in ** 0.5), the range nn.Linear and PEFT use",
+    "A looks uniform on [−1/√d_in, 1/√d_in] (20,000 draws)":
+        "the entries of A must be spread uniformly over the whole range [−1/√d_in, 1/√d_in] (mean 0, std "
+        "1/√(3 d_in)): not a normal distribution, not only positive values, not a narrower range",
+    "another generator seed gives another A":
+        "A must come from the generator you are given, as it is: do not seed it again or make your own "
+        "(`torch.manual_seed`, `torch.Generator().manual_seed(0)`, NumPy), or every seed gives the same adapter",
     "the same generator seed gives the same (A, B)":
         "draw A with the `generator` argument (`A.uniform_(-bound, bound, generator=generator)`), not torch's global "
         "random numbers: then the same seed gives the same adapter, whatever else the program drew before",
@@ -125,22 +139,31 @@ def _init_cases(rng: np.random.Generator) -> list[dict]:
 
 
 def _run_init(fn, case):
-    def draw(global_seed: int):
-        # the learner's generator, seeded the same each time; torch's global RNG seeded differently
+    def draw(seed: int, global_seed: int, **sizes):
+        # the learner's generator, seeded `seed`; torch's global RNG seeded `global_seed`
         torch.manual_seed(global_seed)
-        return fn(**case, generator=torch.Generator().manual_seed(1234))
+        return fn(**(sizes or case), generator=torch.Generator().manual_seed(seed))
     with torch.random.fork_rng(devices=[]):                            # leave the caller's global RNG as it was
-        out, again = draw(1), draw(2)
+        out, again, other = draw(1234, 1), draw(1234, 2), draw(4321, 1)
+        big = draw(7, 3, d_in=400, d_out=8, r=50)                       # 20,000 entries of A: its distribution
+        fn(**case)                                                     # generator left out: its default, None
     if not (isinstance(out, (tuple, list)) and len(out) == 2):
         return Observed({"A.shape": "not returned: return the pair (A, B)", "B.shape": "not returned"})
     if not all(isinstance(t, torch.Tensor) for t in out):
         return Observed({f"{n}.shape": f"not a torch.Tensor but {type(t).__module__.split('.')[0]}.{type(t).__name__}"
                          for n, t in zip("AB", out)})
     A, B = out
-    shapes = {"A.shape": tuple(A.shape), "B.shape": tuple(B.shape)}
-    if shapes != {"A.shape": (case["r"], case["d_in"]), "B.shape": (case["d_out"], case["r"])} or not A.is_floating_point():
-        return Observed(shapes)
-    reproducible = all(torch.equal(t, u) for t, u in zip(out, again))
+    value = {"A.shape": tuple(A.shape), "B.shape": tuple(B.shape), "A.dtype": A.dtype, "B.dtype": B.dtype,
+             "B is all zero": bool(torch.all(B == 0))}
+    if value != {"A.shape": (case["r"], case["d_in"]), "B.shape": (case["d_out"], case["r"]),
+                 "A.dtype": torch.float32, "B.dtype": torch.float32, "B is all zero": True} and not (
+            value["A.shape"] == (case["r"], case["d_in"]) and value["B.shape"] == (case["d_out"], case["r"])
+            and A.is_floating_point() and B.is_floating_point()):
+        return Observed(value)                                         # the value check says what is wrong
+    a = big[0].detach().double().flatten()                             # (20000,)
+    b400 = 1.0 / math.sqrt(400)
+    uniform = bool(a.abs().max() <= b400 * (1 + 1e-6) and abs(a.mean()) < 0.05 * b400
+                   and abs(a.std() / (b400 / math.sqrt(3)) - 1) < 0.05)  # U(−b, b) has std b/√3
     g = torch.Generator().manual_seed(0)                               # a batch and an upstream gradient, fixed
     x = torch.randn(32, case["d_in"], generator=g, dtype=torch.float64)
     G = torch.randn(32, case["d_out"], generator=g, dtype=torch.float64)
@@ -153,8 +176,11 @@ def _run_init(fn, case):
         facts = {"B @ A is zero at the start": bool(torch.all(B @ A == 0)),
                  "a gradient reaches the adapter at the start": bool(gA.abs().sum() + gB.abs().sum() > 0),
                  "rank of ΔW after one gradient step": rank,
-                 "the same generator seed gives the same (A, B)": reproducible}
-    return Observed(shapes, facts)
+                 "the largest |A| in units of 1/√d_in (20,000 draws)": round(float(a.abs().max()) / b400, 2),
+                 "A looks uniform on [−1/√d_in, 1/√d_in] (20,000 draws)": uniform,
+                 "the same generator seed gives the same (A, B)": all(torch.equal(t, u) for t, u in zip(out, again)),
+                 "another generator seed gives another A": not torch.equal(out[0], other[0])}
+    return Observed(value, facts)
 
 
 def _init_both_zero(d_in, d_out, r, generator=None):
@@ -180,11 +206,42 @@ def _init_global_rng(d_in, d_out, r, generator=None):
 
 
 def _init_gaussian(d_in, d_out, r, generator=None):
-    return torch.randn(r, d_in, generator=generator) / r, torch.zeros(d_out, r)   # PEFT's init_lora_weights="gaussian"
+    return torch.randn(r, d_in, generator=generator) / math.sqrt(d_in), torch.zeros(d_out, r)
 
 
 def _init_A_zero(d_in, d_out, r, generator=None):
-    return torch.zeros(r, d_in), torch.randn(d_out, r, generator=generator) / math.sqrt(r)   # ΔW = 0 too
+    bound = 1.0 / math.sqrt(d_in)
+    return torch.zeros(r, d_in), torch.empty(d_out, r).uniform_(-bound, bound, generator=generator)   # swapped
+
+
+def _init_kaiming_default(d_in, d_out, r, generator=None):
+    A = torch.empty(r, d_in)
+    torch.nn.init.kaiming_uniform_(A, generator=generator)            # a = 0: bound √(6 / d_in), not 1/√d_in
+    return A, torch.zeros(d_out, r)
+
+
+def _init_positive(d_in, d_out, r, generator=None):
+    return torch.rand(r, d_in, generator=generator) / math.sqrt(d_in), torch.zeros(d_out, r)   # [0, b), not [−b, b]
+
+
+def _init_reseeds(d_in, d_out, r, generator=None):
+    return lora.init_lora(d_in, d_out, r, torch.Generator().manual_seed(0))   # its own generator, always seed 0
+
+
+def _init_float64(d_in, d_out, r, generator=None):
+    A, B = lora.init_lora(d_in, d_out, r, generator)
+    return A.double(), B.double()
+
+
+def _init_kaiming_a5(d_in, d_out, r, generator=None):
+    A = torch.empty(r, d_in)
+    torch.nn.init.kaiming_uniform_(A, a=math.sqrt(5), generator=generator)   # PEFT's call: bound 1/√d_in
+    return A, torch.zeros(d_out, r)
+
+
+def _init_rand_affine(d_in, d_out, r, generator=None):
+    bound = 1.0 / math.sqrt(d_in)
+    return (2 * torch.rand(r, d_in, generator=generator) - 1) * bound, torch.zeros(d_out, r)
 
 
 # --------------------------------------------------------------------------- 6.3 parameter counts
@@ -237,6 +294,14 @@ def _merge_alpha(W, A, B, alpha, r):
     return W + alpha * (B @ A)
 
 
+def _merge_rslora(W, A, B, alpha, r):
+    return W + alpha / math.sqrt(r) * (B @ A)
+
+
+def _merge_floor_division(W, A, B, alpha, r):
+    return W + alpha // r * (B @ A)
+
+
 def _merge_no_scaling(W, A, B, alpha, r):
     return W + B @ A
 
@@ -257,7 +322,8 @@ def _dora_cases(rng: np.random.Generator) -> list[dict]:
                 A=torch.tensor([[1., 0., 0.]]), B=torch.tensor([[0.], [1.]]), m=torch.tensor([10., 2.]), alpha=1, r=1)
     cases = [hand]
     for lead, d_in, d_out, r, alpha, bias in [((4,), 5, 3, 2, 4, True), ((2, 3), 6, 4, 4, 8, True),
-                                              ((3,), 4, 6, 3, 1, True), ((2,), 5, 4, 2, 2, False)]:
+                                              ((3,), 4, 6, 3, 1, True), ((2,), 5, 4, 2, 2, False),
+                                              ((), 6, 6, 2, 3, True)]:                # a square W, one token x (d_in,)
         W = _randn(rng, d_out, d_in)
         m = lora.weight_norm(W) * torch.from_numpy(rng.uniform(0.5, 1.5, d_out).astype(np.float32))   # trained away from ‖W‖
         cases.append(dict(x=_randn(rng, *lead, d_in), W=W, b=_randn(rng, d_out) if bias else None, A=_randn(rng, r, d_in),
@@ -316,6 +382,10 @@ _NO_GRAD_HINT = ("The value is right but no gradient reaches A and B: the output
                  "`torch.no_grad()` (or detached), so training would never change the adapter. Compute it with "
                  "plain torch operations and return the tensor itself.")
 
+_FLOAT64_HINT = ("Your result is float64 while the inputs are float32. A layer keeps the model's dtype (the model "
+                 "and everything after it run in float32, and mixing the two fails with 'expected Float but found "
+                 "Double'): compute in the inputs' dtype, without .double() or float64 NumPy arrays.")
+
 register(
     Exercise(
         id="6.1", title="The LoRA forward", reference=lora.lora_forward, cases=_forward_cases,
@@ -328,6 +398,9 @@ register(
                        "changing the rank does not change the size of the update."),
             KnownWrong("rsLoRA's α/√r", _fwd_rslora,
                        "α / √r is rsLoRA's scaling (PEFT's `use_rslora=True`). This chapter uses the original α / r."),
+            KnownWrong("integer division α // r", _fwd_floor_division,
+                       "You scaled by α // r, Python's integer (floor) division: 3 // 2 is 1 and 1 // 3 is 0. The "
+                       "scale is the real number α / r."),
             KnownWrong("no scaling", _fwd_no_scaling,
                        "The update B A x must be multiplied by α / r; you added it unscaled."),
             KnownWrong("forgets the bias", _fwd_no_bias,
@@ -340,11 +413,11 @@ register(
                        "changed, and every further call would add it again. Compute the branch separately, or "
                        "build a new matrix (W + …) without writing into W."),
             KnownWrong("no gradient", under_no_grad(lora.lora_forward), _NO_GRAD_HINT),
+            KnownWrong("float64 result", as_float64(lora.lora_forward), _FLOAT64_HINT),
         ],
         known_right=[KnownRight("merged weight, x (W + (α/r) B A)ᵀ", _fwd_merged),
-                     KnownRight("x (Aᵀ Bᵀ)", _fwd_other_order),
-                     KnownRight("float64", as_float64(lora.lora_forward))],
-        atol=1e-5),
+                     KnownRight("x (Aᵀ Bᵀ)", _fwd_other_order)],
+        atol=1e-5, exact_dtype=True),
     Exercise(
         id="6.2", title="Initialise the adapter", reference=lora.init_lora, cases=_init_cases, call=_run_init,
         trace_help=_INIT_FACTS,
@@ -367,9 +440,30 @@ register(
                        "Your A does not come from the `generator` you were given: the same seed gave different "
                        "adapters. Pass it to the draw, `A.uniform_(-bound, bound, generator=generator)` (or "
                        "`torch.rand(r, d_in, generator=generator)`), so that a seed fixes the adapter."),
+            KnownWrong("seeds its own generator", _init_reseeds,
+                       "Every seed gives you the same A: you draw from a generator you seeded yourself (or seed the "
+                       "one you are given, or call torch.manual_seed). Draw from `generator` as it is."),
+            KnownWrong("A zero, B random (swapped)", _init_A_zero,
+                       "You made A zero and B random. That also starts at ΔW = 0 and can learn, but LoRA (the paper, "
+                       "PEFT) and this chapter's layers make A random and B zero, and the cells below copy your A "
+                       "into a layer whose B is zero: with your A = 0 both would be zero and the adapter stuck."),
+            KnownWrong("a normal distribution", _init_gaussian,
+                       "Your A is normally distributed. The docstring asks for the uniform distribution on "
+                       "[−1/√d_in, 1/√d_in] (nn.Linear's and PEFT's default); a normal draw has no bounds. (PEFT's "
+                       "init_lora_weights=\"gaussian\" is a different option.)"),
+            KnownWrong("kaiming_uniform_ with its default a = 0", _init_kaiming_default,
+                       "nn.init.kaiming_uniform_ with its default a = 0 draws in ±√(6/d_in), about 2.4 times too wide. "
+                       "nn.Linear and PEFT call it with a = √5, which gives ±1/√d_in; or draw "
+                       "A.uniform_(-bound, bound, generator=generator) directly."),
+            KnownWrong("only positive values", _init_positive,
+                       "torch.rand draws in [0, 1), so your A is never negative. Shift and scale it to [−b, b]: "
+                       "(2 * torch.rand(...) - 1) * b, or use A.uniform_(-b, b, generator=generator)."),
+            KnownWrong("float64", _init_float64,
+                       "The docstring asks for float32 (the model's dtype); your A and B are float64, and copying "
+                       "them into the model or adding them to its float32 weights would mix the two."),
         ],
-        known_right=[KnownRight("PEFT's gaussian init", _init_gaussian),
-                     KnownRight("A zero, B random", _init_A_zero)]),
+        known_right=[KnownRight("nn.init.kaiming_uniform_(a=√5), PEFT's call", _init_kaiming_a5),
+                     KnownRight("(2 rand − 1) · bound", _init_rand_affine)]),
     Exercise(
         id="6.3", title="Count the trainable parameters", reference=lora.lora_param_count, cases=_count_cases,
         hint="Each adapted (d_out, d_in) layer trains A (r × d_in) and B (d_out × r): r · (d_in + d_out) numbers; "
@@ -400,14 +494,20 @@ register(
                        "(LoRALinear.merge is the in-place version, and keeps track that it merged)."),
             KnownWrong("scales by α, not α/r", _merge_alpha,
                        "The merged update must be what the forward adds: (α/r) · B A, not α · B A."),
+            KnownWrong("rsLoRA's α/√r", _merge_rslora,
+                       "α / √r is rsLoRA's scaling (PEFT's `use_rslora=True`). This chapter's forward uses α / r, "
+                       "and the merge must add exactly what the forward adds."),
+            KnownWrong("integer division α // r", _merge_floor_division,
+                       "You scaled by α // r, Python's integer (floor) division: 3 // 2 is 1 and 1 // 3 is 0. The "
+                       "scale is the real number α / r."),
             KnownWrong("no scaling", _merge_no_scaling,
                        "You added B A unscaled; the forward multiplies it by α / r, so the merge must too."),
             KnownWrong("subtracts the update", _merge_subtracts,
                        "W − (α/r) B A is unmerging. Merging adds the update: W + (α/r) B A."),
+            KnownWrong("float64 result", as_float64(lora.merge_weights), _FLOAT64_HINT),
         ],
-        known_right=[KnownRight("torch.addmm", _merge_addmm),
-                     KnownRight("float64", as_float64(lora.merge_weights))],
-        atol=1e-5),
+        known_right=[KnownRight("torch.addmm", _merge_addmm)],
+        atol=1e-5, exact_dtype=True),
     Exercise(
         id="6.5", title="The DoRA forward", reference=lora.dora_forward, cases=_dora_cases,
         call=_with_gradients(lora.dora_forward, ("A", "B", "m")), trace_help=_GRAD_FACTS,
@@ -434,8 +534,9 @@ register(
             KnownWrong("no gradient", under_no_grad(lora.dora_forward),
                        "The value is right but no gradient reaches A, B and m: the output was computed under "
                        "`torch.no_grad()` (or detached), so training would never change the adapter. Detach only ‖V‖."),
+            KnownWrong("float64 result", as_float64(lora.dora_forward), _FLOAT64_HINT),
         ],
         known_right=[KnownRight("PEFT's form: base + (s − 1) W x + s (α/r) B A x", _dora_peft_form),
                      KnownRight("merged weight (m / ‖V‖) V", _dora_merged_weight)],
-        atol=1e-5),
+        atol=1e-5, exact_dtype=True),
 )
