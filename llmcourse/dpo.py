@@ -122,19 +122,30 @@ def simpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.T
     return -F.logsigmoid(beta * (chosen - rejected) - gamma).mean()
 
 
+def chosen_nll(policy_chosen_logps: torch.Tensor, chosen_lens: torch.Tensor) -> torch.Tensor:
+    """RPO's SFT term: mean over pairs of the chosen responses' negative log-likelihood per token, −log π(y_w|x)/|y_w|.
+
+    Inputs (B,) summed log-probs and (B,) lengths in tokens -> scalar.
+
+    >>> chosen_nll(torch.tensor([-3.0, -10.0]), torch.tensor([3, 5]))   # (1 + 2) / 2
+    tensor(1.5000)
+    """
+    return (-policy_chosen_logps / chosen_lens).mean()
+
+
 def rpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
              ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, chosen_lens: torch.Tensor,
              beta: float, alpha: float) -> torch.Tensor:
     """DPO plus α · the chosen responses' negative log-likelihood per token (Pang et al. 2024, eq. 1).
 
-    NLL term: mean over pairs of −log π(y_w|x) / |y_w|. With α = 0 this is `dpo_loss`.
+    With α = 0 this is `dpo_loss`.
 
     >>> rpo_loss(torch.tensor([-4.0]), torch.tensor([-6.0]), torch.tensor([-5.0]), torch.tensor([-5.0]),
     ...          torch.tensor([4]), beta=0.5, alpha=1.0)                     # 0.3133 + 4/4
     tensor(1.3133)
     """
-    nll = (-policy_chosen_logps / chosen_lens).mean()
-    return dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta) + alpha * nll
+    return (dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+            + alpha * chosen_nll(policy_chosen_logps, chosen_lens))
 
 
 def implicit_rewards(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -212,12 +223,13 @@ LossFn = Callable[..., torch.Tensor]
 
 
 def train_dpo(model: GPT, pairs: PreferencePairs, cfg: DPOConfig, loss_fn: LossFn = dpo_loss,
+              nll_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = chosen_nll,
               on_eval: Callable[[int, GPT], None] | None = None, progress: bool = False) -> dict[str, list[float]]:
     """Train ``model`` in place with DPO (or RPO when ``cfg.rpo_alpha > 0``) on ``pairs``.
 
     The reference is ``model`` as it is before the first step: its log-probs are computed once.
-    ``loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)`` is the DPO loss
-    (a learner's own can be passed). Returns per-step metrics: ``loss``, ``chosen_reward``,
+    ``loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)`` is the DPO loss and
+    ``nll_fn(policy_chosen, chosen_lens)`` RPO's SFT term (a learner's own can be passed). Returns per-step metrics: ``loss``, ``chosen_reward``,
     ``rejected_reward``, ``margin`` (means over the batch), ``accuracy``, ``chosen_logp`` and
     ``rejected_logp`` (mean sequence log-probs under the policy), and ``seconds``.
     """
@@ -250,7 +262,7 @@ def train_dpo(model: GPT, pairs: PreferencePairs, cfg: DPOConfig, loss_fn: LossF
         # Stage 3: the loss (DPO, plus the chosen responses' NLL per token for RPO), one step
         loss = loss_fn(pc, pr, rc, rr, cfg.beta)
         if cfg.rpo_alpha:
-            loss = loss + cfg.rpo_alpha * (-pc / chosen_lens[index]).mean()
+            loss = loss + cfg.rpo_alpha * nll_fn(pc, chosen_lens[index])
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -269,6 +281,7 @@ def train_dpo(model: GPT, pairs: PreferencePairs, cfg: DPOConfig, loss_fn: LossF
 
 
 def measured_run(base: GPT, pairs: PreferencePairs, cfg: DPOConfig, loss_fn: LossFn = dpo_loss,
+                 nll_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = chosen_nll,
                  start: dict | None = None, progress: bool = False) -> tuple[GPT, dict[str, list[float]], list[dict]]:
     """Train a copy of ``base`` with `train_dpo`, evaluating it every ``cfg.eval_every`` steps.
 
@@ -291,5 +304,5 @@ def measured_run(base: GPT, pairs: PreferencePairs, cfg: DPOConfig, loss_fn: Los
                                                 "reasoned_accuracy", "bare_accuracy", "format_rate")}))
 
     model = copy.deepcopy(base)
-    history = train_dpo(model, pairs, cfg, loss_fn=loss_fn, on_eval=on_eval, progress=progress)
+    history = train_dpo(model, pairs, cfg, loss_fn=loss_fn, nll_fn=nll_fn, on_eval=on_eval, progress=progress)
     return model, history, evals

@@ -166,3 +166,13 @@ def test_rpo_alpha_adds_the_nll_term(base):
     rpo = dpo.train_dpo(copy.deepcopy(base), pairs, dpo.DPOConfig(steps=1, batch_pairs=8, rpo_alpha=1.0))
     assert rpo["chosen_logp"] == plain["chosen_logp"]                       # the same batch, the same first forward
     assert rpo["loss"][0] > plain["loss"][0]                                # plus a positive NLL
+
+
+def test_train_dpo_uses_the_given_sft_term(base):
+    # an SFT term that is always 0 makes the RPO run plain DPO, step for step
+    pairs = sample_pairs(base, tw.sample_problems(32, seed=4), seed=0)
+    cfg = dpo.DPOConfig(steps=2, batch_pairs=8)
+    plain = dpo.train_dpo(copy.deepcopy(base), pairs, cfg)
+    zero = dpo.train_dpo(copy.deepcopy(base), pairs, dpo.DPOConfig(steps=2, batch_pairs=8, rpo_alpha=1.0),
+                         nll_fn=lambda logps, lens: 0.0 * logps.sum())
+    assert zero["loss"] == plain["loss"] and zero["margin"] == plain["margin"]

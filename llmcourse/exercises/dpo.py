@@ -1,4 +1,4 @@
-"""Chapter 08 exercises: sequence log-probs of responses, the DPO loss, implicit rewards, IPO, SimPO."""
+"""Chapter 08 exercises: sequence log-probs of responses, the DPO loss, implicit rewards, IPO, SimPO, RPO's SFT term."""
 
 from __future__ import annotations
 
@@ -270,6 +270,11 @@ def _rw_tensor_accuracy(policy_chosen_logps, policy_rejected_logps, ref_chosen_l
 # --------------------------------------------------------------------------- 8.4 IPO
 
 
+def _ipo_cases(rng: np.random.Generator) -> list[dict]:
+    hand, two, *rest = _pair_cases(rng)
+    return [two, hand, *rest]       # first a case where h − 1/(2β) is 0 and −8: a square is not an |·| there
+
+
 def _ipo_target_one_over_beta(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
     return ((_h(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps) - 1 / beta) ** 2).mean()
 
@@ -350,6 +355,44 @@ def _simpo_in_place(policy_chosen_logps, policy_rejected_logps, chosen_lens, rej
 def _simpo_trl_form(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
     logits = policy_chosen_logps / chosen_lens - policy_rejected_logps / rejected_lens - gamma / beta   # TRL's CPO
     return -F.logsigmoid(beta * logits).mean()
+
+
+# --------------------------------------------------------------------------- 8.6 RPO's SFT term
+
+
+def _nll_cases(rng: np.random.Generator) -> list[dict]:
+    cases = [dict(policy_chosen_logps=_t([-3.0, -10.0]), chosen_lens=_t([3, 5], torch.long)),
+             dict(policy_chosen_logps=_t([-2.0]), chosen_lens=_t([4], torch.long))]
+    for _ in range(3):
+        B = int(rng.integers(3, 9))
+        lens = rng.integers(2, 30, B)
+        cases.append(dict(policy_chosen_logps=_t(-lens * rng.uniform(0.02, 1.5, B)), chosen_lens=_t(lens, torch.long)))
+    return cases
+
+
+def _nll_no_length(policy_chosen_logps, chosen_lens):
+    return (-policy_chosen_logps).mean()
+
+
+def _nll_sign(policy_chosen_logps, chosen_lens):
+    return (policy_chosen_logps / chosen_lens).mean()
+
+
+def _nll_sum(policy_chosen_logps, chosen_lens):
+    return (-policy_chosen_logps / chosen_lens).sum()
+
+
+def _nll_token_mean(policy_chosen_logps, chosen_lens):
+    return -policy_chosen_logps.sum() / chosen_lens.sum()              # every token of the batch weighs the same
+
+
+def _nll_in_place(policy_chosen_logps, chosen_lens):
+    policy_chosen_logps /= chosen_lens                                 # per-token averages written over the caller's sums
+    return -policy_chosen_logps.mean()
+
+
+def _nll_via_mean_of_ratio(policy_chosen_logps, chosen_lens):
+    return -torch.mean(policy_chosen_logps.double() / chosen_lens.double())
 
 
 # --------------------------------------------------------------------------- registry
@@ -457,7 +500,7 @@ register(
         known_right=[KnownRight("accuracy as a 0-d tensor", _rw_tensor_accuracy)],
         atol=1e-5),
     Exercise(
-        id="8.4", title="The IPO loss", reference=dpo.ipo_loss, cases=_pair_cases, grad_wrt=_PAIR_ARGS,
+        id="8.4", title="The IPO loss", reference=dpo.ipo_loss, cases=_ipo_cases, grad_wrt=_PAIR_ARGS,
         hint="h = (π_w − ref_w) − (π_l − ref_l) (no β, reference detached); loss = mean of (h − 1/(2β))².",
         known_wrong=[
             KnownWrong("target 1/β", _ipo_target_one_over_beta,
@@ -511,5 +554,31 @@ register(
         ],
         known_right=[KnownRight("TRL's CPOTrainer form, γ/β inside", _simpo_trl_form),
                      KnownRight("float64", as_float64(dpo.simpo_loss))],
+        atol=1e-5),
+    Exercise(
+        id="8.6", title="RPO's SFT term", reference=dpo.chosen_nll, cases=_nll_cases, grad_wrt=("policy_chosen_logps",),
+        hint="Each chosen response's NLL per token is −log π(y_w|x) / |y_w|; return its mean over the pairs.",
+        known_wrong=[
+            KnownWrong("no length normalisation", _nll_no_length,
+                       "You averaged −log π(y_w|x) over pairs without dividing by each response's length: a long "
+                       "response would weigh more only for being long. Divide by chosen_lens first (a per-token NLL)."),
+            KnownWrong("wrong sign", _nll_sign,
+                       "log π / |y| is a log-*likelihood*, at most 0; minimising it would make the chosen responses "
+                       "*less* likely. The NLL is its negative."),
+            KnownWrong("sum over pairs", _nll_sum,
+                       "Take the mean over pairs, not the sum, so that α means the same at any batch size."),
+            KnownWrong("one mean over all the batch's tokens", _nll_token_mean,
+                       "−Σ log π / Σ |y| weighs every token of the batch the same (TRL computes its `nll_loss` this way), "
+                       "so long responses count more. This function is the mean over pairs of each response's own "
+                       "per-token NLL, −log π(y_w|x)/|y_w| (Pang et al.)."),
+            KnownWrong("divides in place", _nll_in_place,
+                       "The value is right, but you divided the caller's `policy_chosen_logps` in place (`/=`): the "
+                       "DPO term, computed from the same tensor, would then see per-token averages. Compute "
+                       "`policy_chosen_logps / chosen_lens` into a new tensor."),
+            KnownWrong("no gradient", under_no_grad(dpo.chosen_nll),
+                       "The value is right but the term carries no gradient: it was computed under `torch.no_grad()` "
+                       "or detached, so it could not keep the chosen responses likely."),
+        ],
+        known_right=[KnownRight("float64", _nll_via_mean_of_ratio)],
         atol=1e-5),
 )
