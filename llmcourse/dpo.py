@@ -170,7 +170,7 @@ def implicit_rewards(policy_chosen_logps: torch.Tensor, policy_rejected_logps: t
 class DPOConfig:
     """One offline DPO run on fixed preference pairs."""
 
-    steps: int = 60
+    steps: int = 40
     """Optimizer steps."""
     batch_pairs: int = 32
     """Pairs per step (each step scores 2 · batch_pairs responses)."""
@@ -229,9 +229,11 @@ def train_dpo(model: GPT, pairs: PreferencePairs, cfg: DPOConfig, loss_fn: LossF
 
     The reference is ``model`` as it is before the first step: its log-probs are computed once.
     ``loss_fn(policy_chosen, policy_rejected, ref_chosen, ref_rejected, beta)`` is the DPO loss and
-    ``nll_fn(policy_chosen, chosen_lens)`` RPO's SFT term (a learner's own can be passed). Returns per-step metrics: ``loss``, ``chosen_reward``,
-    ``rejected_reward``, ``margin`` (means over the batch), ``accuracy``, ``chosen_logp`` and
-    ``rejected_logp`` (mean sequence log-probs under the policy), and ``seconds``.
+    ``nll_fn(policy_chosen, chosen_lens)`` RPO's SFT term (a learner's own can be passed for either).
+    ``on_eval(step, model)`` is called every ``cfg.eval_every`` steps, before the first and after the last.
+    Returns per-step metrics: ``loss``, ``chosen_reward``, ``rejected_reward``, ``margin`` (means over the
+    batch), ``accuracy``, ``chosen_logp`` and ``rejected_logp`` (mean sequence log-probs under the policy),
+    and ``seconds`` (training time, evaluations not counted).
     """
     ref_chosen, ref_rejected = pair_logprobs(model, pairs)           # (N,) each, constants
     device = next(model.parameters()).device
