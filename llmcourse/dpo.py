@@ -69,10 +69,12 @@ def sequence_logprob(logits: torch.Tensor, ids: torch.Tensor, response_mask: tor
 def response_logprobs(model: GPT, responses: Responses, average: bool = False) -> torch.Tensor:
     """log π(response | prompt) of every row of a `Responses` batch, in one forward pass -> (B,).
 
-    The same as `sequence_logprob(model(ids), ids, response_mask)`, through `llmcourse.logprobs`.
+    The same as `sequence_logprob(model(ids), ids, response_mask)`, through `llmcourse.logprobs`;
+    the batch is moved to the model's device.
     """
-    token_logp = token_logprobs(model, responses.ids)                     # (B, T-1)
-    mask = target_mask(responses.response_mask)                           # (B, T-1)
+    device = next(model.parameters()).device
+    token_logp = token_logprobs(model, responses.ids.to(device))          # (B, T-1)
+    mask = target_mask(responses.response_mask.to(device))                # (B, T-1)
     total = torch.where(mask, token_logp, torch.zeros_like(token_logp)).sum(dim=1)   # (B,)
     return total / mask.sum(dim=1).clamp(min=1) if average else total
 
@@ -205,18 +207,11 @@ def pair_logprobs(model: GPT, pairs: PreferencePairs, batch_pairs: int = 128) ->
     for start in range(0, len(pairs), batch_pairs):
         index = list(range(start, min(start + batch_pairs, len(pairs))))
         batch = pair_batch(pairs, index)
-        logps = response_logprobs(model, _to(batch, model))               # (2b,)
+        logps = response_logprobs(model, batch)                           # (2b,)
         chosen.append(logps[:len(index)])
         rejected.append(logps[len(index):])
     model.train(was_training)
     return torch.cat(chosen), torch.cat(rejected)
-
-
-def _to(r: Responses, model: GPT) -> Responses:
-    device = next(model.parameters()).device
-    return Responses(ids=r.ids.to(device), prompt_lens=r.prompt_lens.to(device),
-                     response_mask=r.response_mask.to(device), texts=r.texts, finished=r.finished.to(device),
-                     n_samples=r.n_samples)
 
 
 LossFn = Callable[..., torch.Tensor]
@@ -258,7 +253,7 @@ def train_dpo(model: GPT, pairs: PreferencePairs, cfg: DPOConfig, loss_fn: LossF
         b = len(index)
         # Stage 2: the policy's log-probs of chosen and rejected responses, one forward pass
         model.train()
-        logps = response_logprobs(model, _to(pair_batch(pairs, index), model))    # (2b,)
+        logps = response_logprobs(model, pair_batch(pairs, index))                 # (2b,)
         pc, pr = logps[:b], logps[b:]                                              # (b,) each
         rc, rr = ref_chosen[index], ref_rejected[index]                            # (b,) each
         # Stage 3: the loss (DPO, plus the chosen responses' NLL per token for RPO), one step
