@@ -26,7 +26,6 @@ measured accuracy); ``python -m llmcourse.reward_model`` rebuilds it (one thread
 from __future__ import annotations
 
 import copy
-import hashlib
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path

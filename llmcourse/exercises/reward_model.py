@@ -198,6 +198,19 @@ def _bt_rejected_detached(chosen, rejected, margin=0.0):
     return -F.logsigmoid(chosen - rejected.detach() - margin).mean()
 
 
+def _bt_bce_on_probabilities(chosen, rejected, margin=0.0):
+    p = torch.sigmoid(chosen - rejected - margin)
+    return F.binary_cross_entropy(p, torch.ones_like(p))               # clamps log(p) at −100
+
+
+def _bt_margin_outside(chosen, rejected, margin=0.0):
+    return -(F.logsigmoid(chosen - rejected) - margin).mean()
+
+
+def _bt_softplus_sign(chosen, rejected, margin=0.0):
+    return F.softplus(chosen - rejected - margin).mean()
+
+
 def _bt_softplus(chosen, rejected, margin=0.0):
     return F.softplus(rejected - chosen + margin).mean()
 
@@ -326,6 +339,18 @@ register(
             KnownWrong("log(sigmoid(x))", _bt_log_sigmoid,
                        "torch.log(torch.sigmoid(x)) underflows: for x below about −104, sigmoid(x) is 0 in float32 and "
                        "the loss is infinite (and its gradient NaN). F.logsigmoid(x) computes the same thing stably."),
+            KnownWrong("binary cross-entropy on σ", _bt_bce_on_probabilities,
+                       "F.binary_cross_entropy(torch.sigmoid(d), 1) is the right loss in exact arithmetic, but σ(d) "
+                       "rounds to 0 for large negative d and torch then clamps log(0) to −100: the loss is wrong (and "
+                       "its gradient 0) exactly on the pairs ranked worst. Use F.logsigmoid(d), or "
+                       "F.binary_cross_entropy_with_logits(d, torch.ones_like(d)), which work from the logit d."),
+            KnownWrong("softplus of the wrong sign", _bt_softplus_sign,
+                       "softplus(z) = log(1 + eᶻ) = −log σ(−z), so −log σ(r_chosen − r_rejected − m) is "
+                       "softplus(r_rejected − r_chosen + m): you wrote it with the sign flipped, which rewards the "
+                       "rejected response."),
+            KnownWrong("margin outside the log-sigmoid", _bt_margin_outside,
+                       "The margin goes inside σ, subtracted from the score difference: −log σ(r_chosen − r_rejected − m). "
+                       "Added outside, it only shifts the loss by a constant and changes no gradient."),
             KnownWrong("margin added", _bt_margin_added,
                        "The margin is subtracted: −log σ(r_chosen − r_rejected − m), so the chosen response must beat "
                        "the rejected one by at least m before the loss gets small."),
