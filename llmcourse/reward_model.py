@@ -20,7 +20,16 @@ as InstructGPT (Ouyang et al. 2022) and TRL's ``RewardTrainer`` do, and judged b
 accuracy: the share of held-out pairs whose chosen response scores strictly higher.
 
 The course ships the trained model (``llmcourse/data/reward_model.pt``, sha256-checked, with its
-measured accuracy); ``python -m llmcourse.reward_model`` rebuilds it (one thread, deterministic).
+measured accuracy); ``python -m llmcourse.reward_model`` rebuilds it (one thread, deterministic, about
+3 minutes). Measured (``python -m llmcourse bench --skip-notebooks --only reward_model``): held-out pairwise
+accuracy 0.903 for the shipped model, 0.884–0.903 over 3 training seeds, against 0.791 for a scorer that
+looks only at the format (1 if the response reasons). It learns the format, not correctness: between a right
+and a wrong bare answer it is right about half the time, and wrong reasoned answers outscore right bare ones.
+
+Chapter 09 scores its rollouts with it::
+
+    rm = load_reward_model(device)
+    scores = score_responses(rm, responses)      # (B,) one number per sampled response
 """
 
 from __future__ import annotations
