@@ -37,16 +37,24 @@ def save_checkpoint(model: GPT, path: Path, metrics: dict | None = None) -> None
     torch.save({"config": model.cfg.to_dict(), "state_dict": state, "metrics": dict(metrics or {})}, path)
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu", sha256: str | None = None) -> GPT:
-    """Load a checkpoint saved by `save_checkpoint`; verify its sha256 when given."""
+def load_verified(path: Path, sha256: str | None, rebuild: str, what: str = "checkpoint") -> dict:
+    """``torch.load`` a shipped file (weights only) after checking that it exists and, when given, its sha256.
+
+    ``rebuild`` is the command that makes the file again, named in the error messages.
+    """
     path = Path(path)
     if not path.exists():
-        raise CheckpointError(f"{path} is missing. Rebuild it with `python -m llmcourse.train_base`.")
+        raise CheckpointError(f"{path} is missing. Rebuild it with `{rebuild}`.")
     if sha256 is not None and file_sha256(path) != sha256:
-        raise CheckpointError(f"{path} is damaged or not the course's checkpoint (sha256 mismatch). "
-                              "Restore it with `git checkout -- llmcourse/data/base_model.pt`, "
-                              "or rebuild it with `python -m llmcourse.train_base`.")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+        raise CheckpointError(f"{path} is damaged or not the course's {what} (sha256 mismatch). "
+                              f"Restore it with `git checkout -- llmcourse/data/{path.name}`, "
+                              f"or rebuild it with `{rebuild}`.")
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: Path, device: str | torch.device = "cpu", sha256: str | None = None) -> GPT:
+    """Load a checkpoint saved by `save_checkpoint`; verify its sha256 when given."""
+    blob = load_verified(path, sha256, "python -m llmcourse.train_base")
     model = GPT(GPTConfig(**blob["config"]))
     model.load_state_dict({**blob["state_dict"], "lm_head.weight": blob["state_dict"]["wte.weight"]})
     return model.to(device).eval()

@@ -299,16 +299,9 @@ def save_reward_model(rm: RewardModel, path: Path, metrics: dict, cfg: RewardCon
 def load_reward_model(device: str | torch.device = "cpu", path: Path = REWARD_MODEL_PATH,
                       sha256: str | None = REWARD_MODEL_SHA256) -> RewardModel:
     """The course's trained reward model, checksum-verified, in eval mode."""
-    from llmcourse.checkpoint import CheckpointError, file_sha256
+    from llmcourse.checkpoint import load_verified
 
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path} is missing. Rebuild it with `python -m llmcourse.reward_model`.")
-    if sha256 is not None and file_sha256(path) != sha256:
-        raise CheckpointError(f"{path} is damaged or not the course's reward model (sha256 mismatch). Restore it "
-                              "with `git checkout -- llmcourse/data/reward_model.pt`, or rebuild it with "
-                              "`python -m llmcourse.reward_model`.")
-    blob = torch.load(path, map_location="cpu", weights_only=True)
+    blob = load_verified(path, sha256, "python -m llmcourse.reward_model", what="reward model")
     rm = RewardModel(GPT(GPTConfig(**blob["config"])))
     rm.load_state_dict({**blob["state_dict"], "body.lm_head.weight": blob["state_dict"]["body.wte.weight"]})
     return rm.to(device).eval()
