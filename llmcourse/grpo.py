@@ -1,0 +1,272 @@
+"""GRPO: group-relative policy optimisation with rule rewards, a clipped token-level surrogate and a k3 KL.
+
+GRPO (Shao et al. 2024, "DeepSeekMath", §4.1, eq. 3) is PPO without a critic. For each prompt q it samples a
+*group* of G responses o_1 … o_G from the policy as it was before the update (π_old), scores them with rules
+(`llmcourse.rewards.rule_rewards`), and uses each response's reward relative to its group as the advantage of
+every one of its tokens (`llmcourse.rewards.group_advantages`). The loss to minimise is, per token t of response i,
+
+    ℓ_{i,t} = −min(ρ_{i,t} Â_i, clip(ρ_{i,t}, 1 − ε_low, 1 + ε_high) Â_i) + β · k3_{i,t},
+    ρ_{i,t} = π_θ(o_{i,t} | q, o_{i,<t}) / π_old(o_{i,t} | q, o_{i,<t}),
+
+with k3 the non-negative estimator of KL(π_θ ‖ π_ref) per token (`llmcourse.kl.k3`), π_ref the model before
+training. How the per-token losses become one number is where the variants differ (`aggregate`):
+
+    "sequence"  mean over each response's tokens, then over responses   (GRPO as published; TRL ``loss_type="grpo"``)
+    "token"     sum over all tokens of the batch / number of tokens     (DAPO, Yu et al. 2025; TRL "bnpo"/"dapo")
+    "dr_grpo"   sum over all tokens / (B · max response length)         (Dr. GRPO, Liu et al. 2025; TRL "dr_grpo")
+
+and so does the advantage: divided by the group's std (GRPO) or not (Dr. GRPO, ``GRPOConfig.scale_rewards``).
+
+`train_grpo` runs the loop on a `llmcourse.model.GPT`: sample, score, advantages, old log-probs, then
+``epochs`` (μ) gradient steps on the batch. The reference π_ref is a frozen copy of the model made at the start
+(0.85 M parameters: the copy costs 3.4 MB); with LoRA (chapter 06) the policy with its adapters disabled would
+be the reference without a copy, at the price of a second forward pass through the policy. GRPO needs no value
+model: where PPO (chapter 09) trains a critic as large as the policy to predict each token's return, GRPO's
+baseline is the group's mean reward, paid for with G samples per prompt.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+from tqdm.auto import tqdm
+
+from llmcourse import kl
+from llmcourse import taskworld as tw
+from llmcourse.logprobs import masked_mean, masked_sum, target_mask, token_logprobs
+from llmcourse.model import GPT
+from llmcourse.rewards import group_advantages, rule_rewards
+from llmcourse.sampling import sample_responses
+
+AGGREGATIONS = ("sequence", "token", "dr_grpo")
+
+
+def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                      eps_low: float = 0.2, eps_high: float | None = None) -> torch.Tensor:
+    """GRPO's (and PPO's) clipped surrogate as a per-token loss: (B, T) log-probs, (B,) advantages -> (B, T).
+
+    ``−min(ρ A, clip(ρ, 1 − eps_low, 1 + eps_high) A)`` with ρ = exp(logp − old_logp); ``old_logp`` is a
+    constant (detached), ``eps_high`` defaults to ``eps_low`` (DAPO's "clip-higher" raises it). Each row's
+    advantage applies to all of its tokens. No mask here: `aggregate` keeps the response tokens.
+
+    A ratio of 1.5 with A = +1 is clipped to 1.2; with A = −1 it is not (the min keeps the worse −1.5); a ratio
+    of 0.5 with A = −1 is clipped to 0.8:
+
+    >>> logp = torch.log(torch.tensor([[1.5, 1.0], [1.5, 0.5]]))
+    >>> clipped_surrogate(logp, torch.zeros(2, 2), torch.tensor([1.0, -1.0]))
+    tensor([[-1.2000, -1.0000],
+            [ 1.5000,  0.8000]])
+    """
+    eps_high = eps_low if eps_high is None else eps_high
+    ratio = torch.exp(logp - old_logp.detach())                             # (B, T)
+    adv = advantages.unsqueeze(-1)                                          # (B, 1): one advantage per response
+    unclipped = ratio * adv                                                 # (B, T)
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv           # (B, T)
+    return -torch.min(unclipped, clipped)                                   # (B, T)
+
+
+def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "sequence",
+              max_len: int | None = None) -> torch.Tensor:
+    """Per-token losses (B, T) and a mask (B, T) of the tokens that count -> one scalar loss.
+
+    ``"sequence"``: each response's mean over its own tokens, then the mean over responses (a response with no
+    token counts 0). ``"token"``: the sum over all kept tokens of the batch divided by their number.
+    ``"dr_grpo"``: the sum over all kept tokens divided by ``B · max_len`` (a constant). Two responses, of 1
+    and 3 tokens:
+
+    >>> x = torch.tensor([[4.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    >>> m = torch.tensor([[True, False, False], [True, True, True]])
+    >>> aggregate(x, m, "sequence"), aggregate(x, m, "token"), aggregate(x, m, "dr_grpo", max_len=4)
+    (tensor(2.5000), tensor(1.7500), tensor(0.8750))
+    """
+    if mode == "sequence":
+        return masked_mean(per_token, mask, dim=1).mean()                   # (B,) -> scalar
+    if mode == "token":
+        return masked_mean(per_token, mask)                                 # scalar
+    if mode == "dr_grpo":
+        if max_len is None:
+            raise ValueError("mode 'dr_grpo' divides by B · max_len: give max_len (the response token budget)")
+        return masked_sum(per_token, mask) / (per_token.size(0) * max_len)  # scalar
+    raise ValueError(f"unknown mode {mode!r}; use one of {AGGREGATIONS}")
+
+
+def clip_fraction(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
+                  eps_low: float = 0.2, eps_high: float | None = None) -> float:
+    """Share of the kept tokens whose gradient the clip removes (ratio past 1 + eps_high with A > 0, or below
+    1 − eps_low with A < 0), as TRL logs it (``clip_ratio/region_mean``).
+
+    >>> logp = torch.log(torch.tensor([[1.5, 1.0], [1.5, 0.5]]))
+    >>> clip_fraction(logp, torch.zeros(2, 2), torch.tensor([1.0, -1.0]), torch.ones(2, 2, dtype=torch.bool))
+    0.5
+    """
+    eps_high = eps_low if eps_high is None else eps_high
+    ratio = torch.exp(logp - old_logp).detach()                             # (B, T)
+    adv = advantages.unsqueeze(-1)                                          # (B, 1)
+    clipped = ((ratio > 1 + eps_high) & (adv > 0)) | ((ratio < 1 - eps_low) & (adv < 0))   # (B, T)
+    return masked_mean(clipped.float(), mask).item()
+
+
+def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, advantages: torch.Tensor,
+              mask: torch.Tensor, beta: float = 0.0, eps_low: float = 0.2, eps_high: float | None = None,
+              mode: str = "sequence", max_len: int | None = None) -> torch.Tensor:
+    """The whole GRPO loss (DeepSeekMath eq. 3 and its variants): (B, T) log-probs, (B,) advantages -> scalar.
+
+    ``clipped_surrogate + beta · k3(logp, ref_logp)`` per token, aggregated by ``mode`` over the ``mask``-ed
+    tokens. ``ref_logp`` may be None when ``beta == 0`` (then no reference is needed).
+    """
+    per_token = clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high)   # (B, T)
+    if beta:
+        per_token = per_token + beta * kl.k3(logp, ref_logp.detach())             # (B, T)
+    return aggregate(per_token, mask, mode, max_len)
+
+
+# --------------------------------------------------------------------------- training
+
+
+@dataclass
+class GRPOConfig:
+    """One GRPO run on the task world's training problems."""
+
+    updates: int = 40
+    """Sampled batches; each gets ``epochs`` optimizer steps."""
+    prompts_per_update: int = 16
+    """Training problems per batch."""
+    samples_per_prompt: int = 8
+    """G: responses per problem, the group whose rewards are compared."""
+    epochs: int = 1
+    """μ: optimizer steps on each sampled batch; with 1 the ratio is 1 and the clip never acts."""
+    lr: float = 1e-4
+    """AdamW learning rate (constant, no weight decay)."""
+    temperature: float = 1.0
+    """Sampling temperature of the rollouts."""
+    max_new_tokens: int = 48
+    """Token budget of a response; also Dr. GRPO's constant divisor."""
+    beta: float = 0.0
+    """Weight of the k3 KL to the reference in the loss; 0 skips the reference's forward pass."""
+    eps_low: float = 0.2
+    """Clip range below: a ratio under 1 − eps_low earns nothing more for a negative advantage."""
+    eps_high: float = 0.2
+    """Clip range above (DAPO's clip-higher sets it larger than eps_low)."""
+    scale_rewards: bool = True
+    """Divide the advantages by the group's std (GRPO); False only centres them (Dr. GRPO)."""
+    aggregation: str = "sequence"
+    """How per-token losses become one: "sequence", "token" (DAPO) or "dr_grpo" (see `aggregate`)."""
+    format_weight: float = 0.1
+    """Reward for the reasoned format, added to 1 for a right answer (`rule_rewards`)."""
+    log_kl: bool = True
+    """Score each batch with the reference to log the KL even when ``beta == 0`` (one extra forward pass)."""
+    seed: int = 0
+    """Seed of the training problems and of the sampling."""
+
+
+SurrogateFn = Callable[..., torch.Tensor]
+
+
+def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_surrogate,
+               aggregate_fn: Callable[..., torch.Tensor] = aggregate,
+               kl_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = kl.k3,
+               advantage_fn: Callable[..., torch.Tensor] = group_advantages,
+               on_eval: Callable[[int, GPT], None] | None = None, eval_every: int = 0,
+               progress: bool = False) -> dict[str, list[float]]:
+    """Train ``model`` in place with GRPO; the learner's own pieces can replace the package's.
+
+    ``advantage_fn(rewards, n_samples, scale)``, ``surrogate_fn(logp, old_logp, advantages, eps_low, eps_high)``,
+    ``aggregate_fn(per_token, mask, mode, max_len)`` and ``kl_fn(logp, ref_logp)`` have the signatures of
+    `group_advantages`, `clipped_surrogate`, `aggregate` and `llmcourse.kl.k3`. ``on_eval(update, model)`` runs
+    before the first update, every ``eval_every`` updates and after the last (its time is not counted).
+
+    Returns one value per update: ``reward`` (mean rule reward), ``accuracy`` (share right), ``format_rate``,
+    ``reasoned`` (share with ``<think>``), ``length`` (mean response tokens, EOS included), ``kl`` (mean k3 to the
+    reference over response tokens, NaN when not logged), ``clip_fraction`` (over all μ steps), ``zero_groups``
+    (share of groups whose rewards are all equal), ``loss``; and ``seconds`` (training time).
+    """
+    if cfg.aggregation not in AGGREGATIONS:
+        raise ValueError(f"unknown aggregation {cfg.aggregation!r}; use one of {AGGREGATIONS}")
+    device = next(model.parameters()).device
+    problems = tw.sample_problems(cfg.updates * cfg.prompts_per_update, seed=10_000 + cfg.seed)
+    gen = torch.Generator(device=device).manual_seed(cfg.seed)
+    reference = None
+    if cfg.beta or cfg.log_kl:
+        reference = copy.deepcopy(model).eval().requires_grad_(False)      # π_ref: the model before training
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
+    keys = ("reward", "accuracy", "format_rate", "reasoned", "length", "kl", "clip_fraction", "zero_groups", "loss")
+    history: dict[str, list[float]] = {k: [] for k in keys}
+    G = cfg.samples_per_prompt
+    start, eval_seconds = time.perf_counter(), 0.0
+
+    def evaluate_now(update: int) -> None:
+        nonlocal eval_seconds
+        t0 = time.perf_counter()
+        on_eval(update, model)
+        eval_seconds += time.perf_counter() - t0
+
+    for u in tqdm(range(cfg.updates), desc="GRPO updates", disable=not progress):
+        if on_eval is not None and (u == 0 or (eval_every and u % eval_every == 0)):
+            evaluate_now(u)
+        batch = problems[u * cfg.prompts_per_update:(u + 1) * cfg.prompts_per_update]
+        # Stage 1: sample a group of G responses per problem from π_old (the model as it is now)
+        model.eval()
+        r = sample_responses(model, batch, G, max_new_tokens=cfg.max_new_tokens,
+                             temperature=cfg.temperature, generator=gen)
+        mask = target_mask(r.response_mask)                                               # (B, T-1)
+        # Stage 2: rule rewards, and advantages relative to each group
+        rewards = rule_rewards(r, batch, format_weight=cfg.format_weight)                  # (B,)
+        advantages = advantage_fn(rewards, G, scale=cfg.scale_rewards)                     # (B,)
+        # Stage 3: old and reference log-probs, constants
+        with torch.no_grad():
+            old_logp = token_logprobs(model, r.ids) if cfg.epochs > 1 else None            # (B, T-1)
+            ref_logp = token_logprobs(reference, r.ids) if reference is not None else None  # (B, T-1)
+        # Stage 4: μ gradient steps on the batch
+        model.train()
+        clipped, kl_value = [], float("nan")
+        for epoch in range(cfg.epochs):
+            logp = token_logprobs(model, r.ids)                                            # (B, T-1)
+            old = logp.detach() if old_logp is None else old_logp                          # μ = 1: the ratio is 1
+            per_token = surrogate_fn(logp, old, advantages, cfg.eps_low, cfg.eps_high)     # (B, T-1)
+            if ref_logp is not None:
+                per_token_kl = kl_fn(logp, ref_logp)                                       # (B, T-1)
+                if epoch == 0:
+                    kl_value = masked_mean(per_token_kl.detach(), mask).item()
+                if cfg.beta:
+                    per_token = per_token + cfg.beta * per_token_kl
+            loss = aggregate_fn(per_token, mask, cfg.aggregation, cfg.max_new_tokens)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            clipped.append(clip_fraction(logp, old, advantages, mask, cfg.eps_low, cfg.eps_high))
+        # Stage 5: what an expert watches
+        rows = r.per_row(batch)
+        groups = rewards.view(-1, G)                                                       # (n_prompts, G)
+        values = (rewards.mean().item(),
+                  sum(tw.is_correct(t, p) for t, p in zip(r.texts, rows)) / len(rows),
+                  sum(tw.format_ok(t) for t in r.texts) / len(rows),
+                  sum(tw.is_reasoned(t) for t in r.texts) / len(rows),
+                  r.response_lens.float().mean().item(), kl_value, sum(clipped) / len(clipped),
+                  (groups == groups[:, :1]).all(dim=1).float().mean().item(), loss.item())
+        for k, v in zip(keys, values):
+            history[k].append(v)
+    if on_eval is not None:
+        evaluate_now(cfg.updates)
+    model.eval()
+    history["seconds"] = [time.perf_counter() - start - eval_seconds]
+    return history
+
+
+def pass_at_k_curve(correct: list[bool], n_samples: int) -> list[float]:
+    """pass@k for k = 1 … n from prompt-major right/wrong flags of n samples per problem (`evaluate`'s
+    ``sampled_correct``): the mean over problems of the unbiased estimator `evaluation.pass_at_k`.
+
+    Two problems, 4 samples each, one right once and one never:
+
+    >>> [round(x, 3) for x in pass_at_k_curve([True, False, False, False] + [False] * 4, 4)]
+    [0.125, 0.25, 0.375, 0.5]
+    """
+    from llmcourse.evaluation import pass_at_k
+    if len(correct) % n_samples:
+        raise ValueError(f"{len(correct)} flags do not split into groups of {n_samples}")
+    counts = [sum(correct[i:i + n_samples]) for i in range(0, len(correct), n_samples)]
+    return [sum(pass_at_k(n_samples, c, k) for c in counts) / len(counts) for k in range(1, n_samples + 1)]

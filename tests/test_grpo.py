@@ -1,0 +1,192 @@
+"""GRPO's clipped surrogate, aggregation variants and loss against hand-worked values and TRL's formulas,
+and the training loop on a few tiny batches."""
+
+import math
+
+import pytest
+import torch
+
+from llmcourse import grpo, kl
+from llmcourse.checkpoint import load_base_model
+from llmcourse.logprobs import masked_mean
+
+
+def _log(*ratios: float) -> torch.Tensor:
+    return torch.log(torch.tensor(ratios))
+
+
+# --------------------------------------------------------------------------- the clipped surrogate
+
+
+def test_surrogate_by_hand_on_each_side_of_the_clip():
+    # ε = 0.2. A > 0: a ratio above 1.2 earns no more (clipped); below it counts as it is.
+    # A < 0: a ratio below 0.8 is clipped (the loss stops falling); above 1.2 it is not (min keeps the worse term).
+    logp = torch.stack([_log(1.5, 0.5, 1.1), _log(1.5, 0.5, 0.9)])     # (2, 3), old log-probs 0: ratio = π
+    out = grpo.clipped_surrogate(logp, torch.zeros(2, 3), torch.tensor([2.0, -1.0]))
+    expected = torch.tensor([[-2 * 1.2, -2 * 0.5, -2 * 1.1],
+                             [1.5, 0.8, 0.9]])
+    assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_clip_higher_widens_only_the_upper_side():
+    # DAPO: ε_low = 0.2, ε_high = 0.28. A ratio of 1.25 with A > 0 is no longer clipped; 0.75 with A < 0 still is.
+    out = grpo.clipped_surrogate(torch.stack([_log(1.25), _log(0.75)]), torch.zeros(2, 1), torch.tensor([1.0, -1.0]),
+                                 eps_low=0.2, eps_high=0.28)
+    assert torch.allclose(out, torch.tensor([[-1.25], [0.8]]), atol=1e-6)
+
+
+def test_surrogate_matches_trls_formula():
+    g = torch.Generator().manual_seed(0)
+    logp, old = -3 * torch.rand(6, 9, generator=g), -3 * torch.rand(6, 9, generator=g)
+    adv = torch.randn(6, generator=g)
+    coef_1 = torch.exp(logp - old)                                     # TRL's _compute_loss
+    coef_2 = torch.clamp(coef_1, 1 - 0.2, 1 + 0.28)
+    trl = -torch.min(coef_1 * adv.unsqueeze(1), coef_2 * adv.unsqueeze(1))
+    assert torch.allclose(grpo.clipped_surrogate(logp, old, adv, 0.2, 0.28), trl, atol=1e-6)
+
+
+def test_at_ratio_one_the_gradient_is_the_policy_gradient():
+    # One step per batch (μ = 1): π_old = π_θ, the ratio is 1 and ∂ℓ/∂log π = −A for every token (REINFORCE
+    # with the group mean as baseline, DeepSeekMath eq. 21's gradient coefficient).
+    logp = torch.tensor([[-1.0, -2.0], [-0.5, -3.0]], requires_grad=True)
+    adv = torch.tensor([0.7, -1.3])
+    grpo.clipped_surrogate(logp, logp.detach(), adv).sum().backward()
+    assert torch.allclose(logp.grad, -adv.unsqueeze(1).expand(2, 2))
+
+
+def test_clipped_tokens_get_no_gradient_and_the_old_logprobs_none():
+    logp = _log(1.5, 1.5, 0.5, 0.5).view(2, 2).clone().requires_grad_(True)   # ratios (1.5, 1.5), (0.5, 0.5)
+    old = torch.zeros(2, 2, requires_grad=True)
+    adv = torch.tensor([1.0, -1.0])
+    grpo.clipped_surrogate(logp, old, adv).sum().backward()
+    assert torch.equal(logp.grad, torch.zeros(2, 2))                  # both rows are past the clip on their side
+    assert old.grad is None
+    logp2 = _log(1.5, 0.5).view(2, 1).clone().requires_grad_(True)
+    grpo.clipped_surrogate(logp2, torch.zeros(2, 1), torch.tensor([-1.0, 1.0])).sum().backward()
+    assert torch.allclose(logp2.grad, torch.tensor([[1.5], [-0.5]]))  # not clipped: −A · ratio
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+MASK = torch.tensor([[True, False, False, False], [True, True, True, False]])
+
+
+def test_aggregations_by_hand():
+    x = torch.tensor([[4.0, 9.0, 9.0, 9.0], [1.0, 2.0, 3.0, 9.0]])     # the 9s are not response tokens
+    assert math.isclose(grpo.aggregate(x, MASK, "sequence").item(), (4 + 2) / 2)
+    assert math.isclose(grpo.aggregate(x, MASK, "token").item(), (4 + 1 + 2 + 3) / 4)
+    assert math.isclose(grpo.aggregate(x, MASK, "dr_grpo", max_len=5).item(), (4 + 1 + 2 + 3) / (2 * 5))
+
+
+def test_each_aggregation_weighs_a_token_as_the_papers_say():
+    # ∂L/∂ℓ_{i,t}: GRPO 1/(B·|o_i|) (a long response's tokens weigh less: the length bias Dr. GRPO removes);
+    # DAPO 1/(number of tokens in the batch); Dr. GRPO 1/(B · max_len), the same for every token.
+    for mode, expected in [("sequence", [1 / 2, 1 / 6, 1 / 6, 1 / 6]), ("token", [1 / 4] * 4),
+                           ("dr_grpo", [1 / 16] * 4)]:
+        x = torch.zeros(2, 4, requires_grad=True)
+        grpo.aggregate(x, MASK, mode, max_len=8).backward()
+        assert torch.allclose(x.grad[MASK], torch.tensor(expected)), mode
+        assert torch.equal(x.grad[~MASK], torch.zeros(4)), mode
+
+
+def test_masked_entries_cannot_leak_in():
+    x = torch.tensor([[1.0, float("nan"), float("inf"), 0.0], [1.0, 1.0, 1.0, float("-inf")]])
+    for mode in grpo.AGGREGATIONS:
+        assert torch.isfinite(grpo.aggregate(x, MASK, mode, max_len=4))
+
+
+def test_dr_grpo_needs_max_len_and_unknown_modes_fail():
+    with pytest.raises(ValueError, match="max_len"):
+        grpo.aggregate(torch.zeros(2, 4), MASK, "dr_grpo")
+    with pytest.raises(ValueError, match="unknown mode"):
+        grpo.aggregate(torch.zeros(2, 4), MASK, "mean")
+
+
+# --------------------------------------------------------------------------- the whole loss
+
+
+def test_grpo_loss_is_surrogate_plus_beta_k3_and_matches_trl():
+    g = torch.Generator().manual_seed(1)
+    logp, old, ref = (-2 * torch.rand(4, 5, generator=g) for _ in range(3))
+    adv, mask = torch.randn(4, generator=g), torch.rand(4, 5, generator=g) > 0.3
+    coef_1 = torch.exp(logp - old)
+    per_token = -torch.min(coef_1 * adv[:, None], torch.clamp(coef_1, 0.8, 1.2) * adv[:, None])
+    per_token = per_token + 0.04 * (torch.exp(ref - logp) - (ref - logp) - 1)   # TRL's per_token_kl
+    m = mask.float()
+    trl = {"sequence": ((per_token * m).sum(-1) / m.sum(-1).clamp(min=1)).mean(),
+           "token": (per_token * m).sum() / m.sum(),
+           "dr_grpo": (per_token * m).sum() / (4 * 7)}
+    for mode, expected in trl.items():
+        got = grpo.grpo_loss(logp, old, ref, adv, mask, beta=0.04, mode=mode, max_len=7)
+        assert torch.allclose(got, expected, atol=1e-6), mode
+
+
+def test_kl_term_is_zero_at_the_reference_and_sends_no_gradient_to_it():
+    logp = torch.tensor([[-1.0, -2.0]], requires_grad=True)
+    ref = logp.detach().clone().requires_grad_(True)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    adv = torch.tensor([0.5])
+    with_kl = grpo.grpo_loss(logp, logp.detach(), ref, adv, mask, beta=0.1)
+    assert torch.equal(with_kl, grpo.grpo_loss(logp, logp.detach(), None, adv, mask, beta=0.0))
+    with_kl.backward()
+    assert ref.grad is None
+
+
+def test_clip_fraction_counts_only_tokens_whose_gradient_is_clipped():
+    logp = torch.stack([_log(1.5, 0.5, 1.0), _log(1.5, 0.5, 1.0)])
+    mask = torch.tensor([[True, True, True], [True, True, False]])
+    # row 0 (A > 0): only 1.5 is clipped; row 1 (A < 0): only 0.5. 2 of 5 kept tokens.
+    assert grpo.clip_fraction(logp, torch.zeros(2, 3), torch.tensor([1.0, -1.0]), mask) == pytest.approx(0.4)
+
+
+# --------------------------------------------------------------------------- the loop
+
+
+@pytest.fixture(scope="module")
+def base():
+    return load_base_model()
+
+
+TINY = dict(updates=2, prompts_per_update=4, samples_per_prompt=4, seed=0)
+
+
+def test_train_grpo_history_and_evaluation_calls(base):
+    import copy
+    model, seen = copy.deepcopy(base), []
+    h = grpo.train_grpo(model, grpo.GRPOConfig(**TINY), on_eval=lambda u, m: seen.append(u))
+    assert seen == [0, 2]
+    for key in ("reward", "accuracy", "format_rate", "reasoned", "length", "kl", "clip_fraction", "zero_groups", "loss"):
+        assert len(h[key]) == 2, key
+    assert h["kl"][0] == 0.0                                           # the first batch is scored before any step
+    assert h["clip_fraction"] == [0.0, 0.0]                            # μ = 1: the ratio is exactly 1
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), base.parameters()))
+
+
+def test_train_grpo_runs_every_variant_and_calls_the_learners_functions(base):
+    import copy
+    calls = {"surrogate": 0, "aggregate": 0, "kl": 0, "advantages": 0}
+
+    def counted(name, fn):
+        def wrapper(*args, **kwargs):
+            calls[name] += 1
+            return fn(*args, **kwargs)
+        return wrapper
+    from llmcourse.rewards import group_advantages
+    for variant in (dict(aggregation="token", scale_rewards=False), dict(aggregation="dr_grpo", epochs=2, beta=0.04)):
+        h = grpo.train_grpo(copy.deepcopy(base), grpo.GRPOConfig(**TINY, **variant),
+                            surrogate_fn=counted("surrogate", grpo.clipped_surrogate),
+                            aggregate_fn=counted("aggregate", grpo.aggregate), kl_fn=counted("kl", kl.k3),
+                            advantage_fn=counted("advantages", group_advantages))
+        assert all(math.isfinite(x) for x in h["loss"])
+    assert calls == {"surrogate": 2 + 4, "aggregate": 2 + 4, "kl": 2 + 4, "advantages": 4}
+
+
+def test_groups_with_equal_rewards_give_no_gradient():
+    # every group all right (1.1) or all wrong (0): advantages 0, the surrogate is 0 with zero gradient
+    from llmcourse.rewards import group_advantages
+    adv = group_advantages(torch.tensor([1.1] * 4 + [0.0] * 4), n_samples=4)
+    logp = torch.randn(8, 6, requires_grad=True)
+    loss = grpo.grpo_loss(logp, logp.detach(), None, adv, torch.ones(8, 6, dtype=torch.bool))
+    loss.backward()
+    assert loss.item() == 0.0 and torch.equal(logp.grad, torch.zeros(8, 6))
