@@ -397,6 +397,9 @@ def describe_difference(expected: Any, received: Any, atol: float, rtol: float, 
     if isinstance(expected, (float, np.floating)):
         if not _is_real_number(received):
             return f"expected a number{_where(path)}, received {_type_name(received)} {_fmt(received)}"
+        if isinstance(expected, float) and torch is not None and isinstance(received, torch.Tensor):
+            return (f"expected a Python float{_where(path)}, received a 0-d tensor {_fmt(received)}: return "
+                    "`.item()` of it (a tensor prints as `tensor(…)` and keeps its graph and device)")
         e, r = float(expected), float(received)
         if math.isnan(r) and not math.isnan(e):
             return f"your result is NaN{_where(path)}: look for a division by zero, a log of 0, or a softmax over a row that is all -inf (everything masked)"

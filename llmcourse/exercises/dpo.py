@@ -61,6 +61,9 @@ def _seq_cases(rng: np.random.Generator) -> list[dict]:
     hand = dict(logits=torch.log(_t([[[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]])), ids=_t([[0, 1, 0]], torch.long),
                 response_mask=_t([[False, True, True]], torch.bool))
     cases = [dict(hand, average=False), dict(hand, average=True)]
+    # a response token whose logit trails by 200: its probability underflows to 0 in float32 (log of it: -inf)
+    cases.append(dict(logits=_t([[[0.0, 0.0], [0.0, 200.0], [3.0, 0.0]]]), ids=_t([[1, 0, 0]], torch.long),
+                      response_mask=_t([[False, True, True]], torch.bool), average=False))
     for average in (False, True, False):
         B, V = int(rng.integers(2, 5)), int(rng.integers(6, 12))
         prompt = rng.integers(1, 4, B)                                 # at least one prompt token
@@ -116,6 +119,11 @@ def _seq_raw_logits(logits, ids, response_mask, average=False):
 def _seq_in_place(logits, ids, response_mask, average=False):
     logits -= logits.logsumexp(dim=-1, keepdim=True)                   # log-softmax written over the caller's logits
     return dpo.sequence_logprob(logits, ids, response_mask, average)
+
+
+def _seq_log_of_softmax(logits, ids, response_mask, average=False):
+    token_logp = torch.log(torch.softmax(logits[:, :-1], dim=-1)).gather(-1, ids[:, 1:, None]).squeeze(-1)
+    return _masked(token_logp, response_mask[:, 1:].to(token_logp.dtype), average)
 
 
 def _seq_cross_entropy(logits, ids, response_mask, average=False):
@@ -210,8 +218,10 @@ _REWARD_FACTS = {
 
 
 def _reward_call(fn, case):
-    args = {k: v.detach().clone().requires_grad_(True) if isinstance(v, torch.Tensor) else v for k, v in case.items()}
-    out = fn(**args)
+    for v in case.values():                                            # the checker's private copies: it sees edits
+        if isinstance(v, torch.Tensor):
+            v.requires_grad_(True)
+    out = fn(**case)
     if not (isinstance(out, (tuple, list)) and len(out) == 3):
         return Observed(out)
     carries = any(isinstance(t, torch.Tensor) and t.requires_grad for t in out)
@@ -226,6 +236,10 @@ def _reward_cases(rng: np.random.Generator) -> list[dict]:
     ref = _t(rng.uniform(-20, -2, (2, B)))
     cases.append(dict(policy_chosen_logps=ref[0].clone(), policy_rejected_logps=ref[1].clone(),
                       ref_chosen_logps=ref[0], ref_rejected_logps=ref[1], beta=0.1))
+    # near ties: the chosen rewards lead by 1e-4 or trail by 1e-4 (no pair is tied)
+    cases.append(dict(policy_chosen_logps=_t([-4.0, -6.0, -2.0]), policy_rejected_logps=_t([-5.0, -5.0, -2.0]),
+                      ref_chosen_logps=_t([-4.001, -6.0, -2.0]), ref_rejected_logps=_t([-5.0, -5.0, -2.0 + 0.001]),
+                      beta=0.1))
     return cases
 
 
@@ -264,7 +278,22 @@ def _rw_tensor_accuracy(policy_chosen_logps, policy_rejected_logps, ref_chosen_l
     with torch.no_grad():
         c = beta * (policy_chosen_logps - ref_chosen_logps)
         r = beta * (policy_rejected_logps - ref_rejected_logps)
-    return c, r, (c - r > 0).float().mean()                            # a 0-d tensor is a number too
+    return c, r, (c - r > 0).float().mean()                            # a 0-d tensor, not a float
+
+
+def _rw_tolerance(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    c, r, _ = dpo.implicit_rewards(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    return c, r, (c - r > 1e-3).float().mean().item()
+
+
+def _rw_in_place(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta):
+    c = policy_chosen_logps.detach()                                   # a view of the caller's tensor, not a copy
+    c -= ref_chosen_logps.detach()
+    c *= beta
+    r = policy_rejected_logps.detach()
+    r -= ref_rejected_logps.detach()
+    r *= beta
+    return c, r, (c > r).float().mean().item()
 
 
 # --------------------------------------------------------------------------- 8.4 IPO
@@ -309,9 +338,12 @@ def _ipo_expanded(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, 
 
 
 def _simpo_cases(rng: np.random.Generator) -> list[dict]:
-    hand = dict(policy_chosen_logps=_t([-2.0]), policy_rejected_logps=_t([-6.0]), chosen_lens=_t([2], torch.long),
+    hand = dict(policy_chosen_logps=_t([-2.0]), policy_rejected_logps=_t([-8.0]), chosen_lens=_t([2], torch.long),
                 rejected_lens=_t([3], torch.long), beta=2.0, gamma=1.0)
-    cases = [hand]
+    # the second pair: the chosen response's average log-prob trails by 50 nats per token, β 10: margin −500
+    far = dict(policy_chosen_logps=_t([-4.0, -100.0]), policy_rejected_logps=_t([-6.0, -2.0]),
+               chosen_lens=_t([2, 2], torch.long), rejected_lens=_t([3, 2], torch.long), beta=10.0, gamma=1.0)
+    cases = [hand, far]
     for beta, gamma in ((2.0, 0.5), (2.5, 1.4), (10.0, 3.0)):
         B = int(rng.integers(3, 9))
         lc, lr = rng.integers(3, 30, B), rng.integers(3, 30, B)
@@ -352,6 +384,11 @@ def _simpo_in_place(policy_chosen_logps, policy_rejected_logps, chosen_lens, rej
     return -F.logsigmoid(beta * (policy_chosen_logps - policy_rejected_logps) - gamma).mean()
 
 
+def _simpo_log_of_sigmoid(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
+    margin = beta * (policy_chosen_logps / chosen_lens - policy_rejected_logps / rejected_lens) - gamma
+    return -torch.log(torch.sigmoid(margin)).mean()
+
+
 def _simpo_trl_form(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, beta, gamma):
     logits = policy_chosen_logps / chosen_lens - policy_rejected_logps / rejected_lens - gamma / beta   # TRL's CPO
     return -F.logsigmoid(beta * logits).mean()
@@ -361,7 +398,7 @@ def _simpo_trl_form(policy_chosen_logps, policy_rejected_logps, chosen_lens, rej
 
 
 def _nll_cases(rng: np.random.Generator) -> list[dict]:
-    cases = [dict(policy_chosen_logps=_t([-3.0, -10.0]), chosen_lens=_t([3, 5], torch.long)),
+    cases = [dict(policy_chosen_logps=_t([-4.0, -10.0]), chosen_lens=_t([3, 4], torch.long)),
              dict(policy_chosen_logps=_t([-2.0]), chosen_lens=_t([4], torch.long))]
     for _ in range(3):
         B = int(rng.integers(3, 9))
@@ -430,6 +467,10 @@ register(
             KnownWrong("no gradient", under_no_grad(dpo.sequence_logprob),
                        "The value is right but no gradient reaches the logits: it was computed under `torch.no_grad()` "
                        "(or detached), so DPO could not train the policy through it."),
+            KnownWrong("log of softmax", _seq_log_of_softmax,
+                       "torch.log(torch.softmax(…)) underflows: a token whose logit trails by more than about 88 gets "
+                       "probability 0 in float32, log 0 = −inf, and a NaN gradient. F.log_softmax computes the same "
+                       "thing stably (logits minus their logsumexp)."),
             KnownWrong("log-softmax in place", _seq_in_place,
                        "The value is right, but you wrote the log-softmax into the caller's `logits` (`logits -= …`). "
                        "Compute it into a new tensor: `logp = F.log_softmax(logits, dim=-1)`."),
@@ -496,8 +537,17 @@ register(
             KnownWrong("accuracy as a count", _rw_count,
                        "The accuracy is a share of pairs, between 0 and 1: take the mean of (chosen > rejected), not "
                        "the sum."),
+            KnownWrong("accuracy as a 0-d tensor", _rw_tensor_accuracy,
+                       "Return the accuracy as a Python float (`.item()`): a tensor prints as `tensor(0.5)` in the "
+                       "cells that log it."),
+            KnownWrong("a tolerance", _rw_tolerance,
+                       "You counted a pair as right only when its reward margin exceeds a tolerance. Any lead, however "
+                       "small, is a right ranking (TRL: chosen_rewards > rejected_rewards): compare exactly."),
+            KnownWrong("log-ratios in place through .detach()", _rw_in_place,
+                       "`.detach()` returns a view that shares memory with the caller's tensor, so `c -= …` and "
+                       "`c *= β` overwrote the caller's policy log-probs. Compute new tensors: "
+                       "`(beta * (policy_chosen_logps - ref_chosen_logps)).detach()`."),
         ],
-        known_right=[KnownRight("accuracy as a 0-d tensor", _rw_tensor_accuracy)],
         atol=1e-5),
     Exercise(
         id="8.4", title="The IPO loss", reference=dpo.ipo_loss, cases=_ipo_cases, grad_wrt=_PAIR_ARGS,
@@ -545,6 +595,10 @@ register(
                        "You divided the difference by the pair's total length. SimPO averages each response over its own "
                        "length first: log π(y_w)/|y_w| − log π(y_l)/|y_l|."),
             KnownWrong("sum over pairs", _simpo_sum, "Take the mean over pairs, not the sum."),
+            KnownWrong("log of sigmoid", _simpo_log_of_sigmoid,
+                       "torch.log(torch.sigmoid(z)) is −inf once σ(z) underflows to 0 (z below about −88 in float32), "
+                       "and its gradient is NaN: a pair the policy ranks badly would wreck the step. Use "
+                       "F.logsigmoid(z), which stays finite (≈ z for very negative z)."),
             KnownWrong("averages in place", _simpo_in_place,
                        "The value is right, but you divided the caller's log-probs in place (`/=`). Compute the "
                        "averages into new tensors."),

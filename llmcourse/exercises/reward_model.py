@@ -226,7 +226,9 @@ def _bt_bce(chosen, rejected, margin=0.0):
 def _acc_cases(rng: np.random.Generator) -> list[dict]:
     cases = [dict(chosen=torch.tensor([2.0, 1.0, 0.5, 3.0]), rejected=torch.tensor([1.0, 1.0, 0.7, -1.0])),
              dict(chosen=torch.tensor([0.0, 0.0, 0.0]), rejected=torch.tensor([0.0, 0.0, 0.0])),      # all ties
-             dict(chosen=torch.tensor([5.0, -1.0]), rejected=torch.tensor([4.0, -2.0]))]
+             dict(chosen=torch.tensor([5.0, -1.0]), rejected=torch.tensor([4.0, -2.0])),
+             dict(chosen=torch.tensor([1.0, 0.2, -3.0, 7.0]),                                    # near ties, no ties
+                  rejected=torch.tensor([1.0 - 2 ** -20, 0.2 - 1e-4, -3.0 + 1e-4, 7.0 - 2 ** -8]))]
     for n in (int(rng.integers(5, 12)), int(rng.integers(20, 60))):
         chosen = _randn(rng, n)
         rejected = _randn(rng, n)
@@ -260,6 +262,14 @@ def _acc_in_place(chosen, rejected):
     diff = chosen                                                      # the same tensor, not a copy
     diff -= rejected
     return (diff > 0).float().mean().item()
+
+
+def _acc_tolerance(chosen, rejected):
+    return (chosen - rejected > 1e-2).float().mean().item()            # a small lead counted as a tie
+
+
+def _acc_tensor(chosen, rejected):
+    return (chosen > rejected).float().mean()                          # a 0-d tensor, not a float
 
 
 def _acc_numpy(chosen, rejected):
@@ -386,6 +396,12 @@ register(
             KnownWrong("the mean Bradley–Terry probability", _acc_probability,
                        "You averaged σ(chosen − rejected), the model's probability that the chosen response wins. "
                        "Accuracy counts the pairs ranked right: the share with chosen > rejected."),
+            KnownWrong("a tolerance", _acc_tolerance,
+                       "You counted a pair as right only when the chosen score leads by more than a tolerance. Any "
+                       "lead, however small, is a right ranking: compare chosen > rejected exactly."),
+            KnownWrong("a 0-d tensor", _acc_tensor,
+                       "Return a Python float: `.item()` of the mean. A tensor prints as `tensor(0.88)` and keeps its "
+                       "device; the accuracy is a number to log and compare."),
             KnownWrong("subtracts in place", _acc_in_place,
                        "`diff = chosen` does not copy: `diff -= rejected` changed the caller's `chosen`. Write "
                        "`diff = chosen - rejected`, or compare directly (`chosen > rejected`)."),
