@@ -49,7 +49,7 @@ def run() -> list[str]:
             f"RM score {before['rm_score']:+.2f} (right {before['rm_score_right']:+.2f}, reasoned wrong "
             f"{before['rm_score_reasoned_wrong']:+.2f}, bare right {before['rm_score_bare_right']:+.2f})",
             "",
-            f"{'beta':>5} {'seed':>4} {'RM roll':>13} {'acc roll':>15} {'KL':>5} | {'sampled':>7} {'greedy':>7} "
+            f"{'beta':>5} {'seed':>4} {'RM roll':>13} {'acc roll':>15} {'KL':>5} {'maxKL':>5} | {'sampled':>7} {'greedy':>7} "
             f"{'format':>7} {'reasoned':>8} {'reas.wrong':>10} {'RM held':>7} {'RM right':>8} {'RM r.wrong':>10} | "
             f"{'apxKL':>6} {'clip':>5} {'EV':>5} {'ent':>5} {'len':>5} {'sec':>5}",
         ]
@@ -57,11 +57,11 @@ def run() -> list[str]:
         for beta in (cfg0.beta, WEAK_BETA):
             for seed in SEEDS:
                 h, ev = measured_run(base, rm, replace(cfg0, beta=beta, seed=seed))
-                summary.setdefault(beta, []).append(dict(ev, kl=h["kl"][-1], acc_first=h["accuracy"][0],
+                summary.setdefault(beta, []).append(dict(ev, kl=h["kl"][-1], max_kl=max(h["kl"]), acc_first=h["accuracy"][0],
                                                          acc_last=h["accuracy"][-1], acc_max=max(h["accuracy"])))
                 lines.append(
                     f"{beta:>5g} {seed:>4} {h['rm_score'][0]:+5.2f}->{h['rm_score'][-1]:+5.2f} "
-                    f"{_pct(h['accuracy'][0])}->{_pct(h['accuracy'][-1])} {h['kl'][-1]:5.2f} | "
+                    f"{_pct(h['accuracy'][0])}->{_pct(h['accuracy'][-1])} {h['kl'][-1]:5.2f} {max(h['kl']):5.2f} | "
                     f"{_pct(ev['sampled_accuracy']):>7} {_pct(ev['greedy_accuracy']):>7} {_pct(ev['format_rate']):>7} "
                     f"{_pct(ev['reasoned_share']):>8} {_pct(ev['reasoned_wrong_share']):>10} {ev['rm_score']:+7.2f} "
                     f"{ev['rm_score_right']:+8.2f} {ev['rm_score_reasoned_wrong']:+10.2f} | "
@@ -75,5 +75,6 @@ def run() -> list[str]:
                 f"held-out RM score {min(r['rm_score'] for r in runs):+.2f} to {max(r['rm_score'] for r in runs):+.2f} "
                 f"(base {before['rm_score']:+.2f}); reasoned and wrong {_pct(min(r['reasoned_wrong_share'] for r in runs)).strip()}"
                 f" to {_pct(max(r['reasoned_wrong_share'] for r in runs)).strip()}; final KL "
-                f"{min(r['kl'] for r in runs):.2f} to {max(r['kl'] for r in runs):.2f} nats")
+                f"{min(r['kl'] for r in runs):.2f} to {max(r['kl'] for r in runs):.2f} nats (largest during training "
+                f"{max(r['max_kl'] for r in runs):.2f})")
         return lines
