@@ -4,7 +4,7 @@ Each method trains a fresh copy of the shipped base model with its chapter's rec
 thread): LoRA SFT on reasoned responses (chapter 06: rank 4, 20 steps, lr 3e-3), plain DPO and DPO
 with the SFT term (RPO, chapter 08: 40 steps × 32 of the base model's own rule-labelled pairs),
 PPO against the shipped reward model (chapter 09: `PPOConfig()`), and GRPO with rule rewards
-(chapter 10: `GRPOConfig()`). Then every model answers the 256 held-out problems: greedily once and
+(chapter 10: its recipe, `benchmarks.grpo_variants.RECIPE`, lr 2e-4 and β 0.04). Then every model answers the 256 held-out problems: greedily once and
 16 times at temperature 1 (sampled accuracy is pass@1 over those 16; pass@16 is the share of
 problems with at least one right answer among them). The KL to the base model is the exact
 categorical KL summed over the tokens of the model's own sampled responses (4 per problem), in
@@ -16,15 +16,17 @@ from __future__ import annotations
 
 import copy
 import time
+from dataclasses import replace
 
 import torch
 
 from llmcourse import taskworld as tw
+from llmcourse.benchmarks.grpo_variants import RECIPE as GRPO_RECIPE
 from llmcourse.benchmarks.lora import finetune as lora_finetune
 from llmcourse.checkpoint import load_base_model
 from llmcourse.dpo import DPOConfig, train_dpo
 from llmcourse.evaluation import evaluate
-from llmcourse.grpo import GRPOConfig, train_grpo
+from llmcourse.grpo import train_grpo
 from llmcourse.kl import categorical_kl
 from llmcourse.logprobs import masked_sum, target_mask
 from llmcourse.model import GPT
@@ -64,7 +66,7 @@ def _train_all(base: GPT) -> dict[str, tuple[GPT, float]]:
     h = train_ppo(actor, make_critic(rm), rm, PPOConfig(seed=0))
     models["PPO + reward model (ch. 09)"] = (actor, h["seconds"][0])
     model = copy.deepcopy(base)
-    h = train_grpo(model, GRPOConfig(seed=0))
+    h = train_grpo(model, replace(GRPO_RECIPE, seed=0))
     models["GRPO (ch. 10)"] = (model, h["seconds"][0])
     return models
 
