@@ -24,9 +24,10 @@ _REWARD_VALUES = np.array([0.0, 0.1, 1.0, 1.1], dtype=np.float32)   # the rule r
 def _adv_cases(rng: np.random.Generator) -> list[dict]:
     cases = [
         dict(rewards=_t([1.0, 0.0, 0.0, 0.0]), n_samples=4, scale=True, eps=0.0),          # mean 0.25, std 0.5
-        dict(rewards=_t([1.1, 0.0, 1.0, 0.1, 1.1, 1.1]), n_samples=2, scale=False, eps=1e-4),   # last group all equal
-        dict(rewards=_t([0.0, 0.0, 0.0, 1.1, 1.1, 1.1, 1.1, 1.1, 1.0, 0.0, 0.1, 0.0]), n_samples=4, scale=True,
-             eps=0.0),                                                                     # an all-equal group, no eps
+        dict(rewards=_t([1.1, 0.0, 1.0, 0.1, 1.1, 1.1, 1.0, 1.001]), n_samples=2, scale=False,
+             eps=1e-4),                                   # the third group all equal, the fourth nearly (not 0)
+        dict(rewards=_t([0.0, 0.0, 0.0, 1.1, 1.1, 1.1, 1.1, 1.1, 1.0, 0.0, 0.1, 0.0, 1.0, 1.0, 1.0, 1.001]),
+             n_samples=4, scale=True, eps=0.0),          # an all-equal group, no eps; the last nearly equal
     ]
     for scale, n in ((True, 4), (False, 8), (True, 8)):
         groups = int(rng.integers(3, 6))
