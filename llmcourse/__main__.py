@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     if args.cmd == "build":
-        from llmcourse.build import build, stale_chapters
+        from llmcourse.tooling.build import build, stale_chapters
 
         root = _root()
         if args.check:
@@ -51,14 +51,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     if args.cmd == "execute":
-        from llmcourse.notebook_runner import execute
+        from llmcourse.tooling.execute import execute
 
         for f in args.files:
             print(f"{f}: {execute(f, save=True):.1f} s", flush=True)
         return 0
 
     if args.cmd == "bench":
-        from llmcourse.bench import run_all
+        from llmcourse.tooling.benchmarks import run_all
 
         return run_all(_root(), only=args.only, notebooks=not args.skip_notebooks, extra=not args.skip_extra)
     return 2

@@ -4,7 +4,7 @@
 
 The file holds only tensors and plain numbers (``torch.load(..., weights_only=True)``), and
 its sha256 must equal `BASE_MODEL_SHA256`: a missing or damaged file gives a clear error
-saying how to rebuild it (``python -m llmcourse.train_base``).
+saying how to rebuild it (``python -m llmcourse.base_model``).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from llmcourse.model import GPT, GPTConfig
 
 BASE_MODEL_PATH = Path(__file__).parent / "data" / "base_model.pt"
 BASE_MODEL_SHA256 = "1fa6c1f693aa81a0aa83b90b4b84acccca235bab680d681494a7e4a8770b8766"
-"""sha256 of the shipped ``base_model.pt`` (printed by ``python -m llmcourse.train_base``)."""
+"""sha256 of the shipped ``base_model.pt`` (printed by ``python -m llmcourse.base_model``)."""
 
 
 class CheckpointError(RuntimeError):
@@ -54,7 +54,7 @@ def load_verified(path: Path, sha256: str | None, rebuild: str, what: str = "che
 
 def load_checkpoint(path: Path, device: str | torch.device = "cpu", sha256: str | None = None) -> GPT:
     """Load a checkpoint saved by `save_checkpoint`; verify its sha256 when given."""
-    blob = load_verified(path, sha256, "python -m llmcourse.train_base")
+    blob = load_verified(path, sha256, "python -m llmcourse.base_model")
     model = GPT(GPTConfig(**blob["config"]))
     model.load_state_dict({**blob["state_dict"], "lm_head.weight": blob["state_dict"]["wte.weight"]})
     return model.to(device).eval()

@@ -30,7 +30,6 @@ second copy of the model held during training.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -38,10 +37,12 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from llmcourse import taskworld as tw
 from llmcourse.evaluation import evaluate
-from llmcourse.logprobs import target_mask, token_logprobs
+from llmcourse.logprobs import logprobs_from_logits, response_logprobs, sequence_logprobs, target_mask
 from llmcourse.model import GPT
-from llmcourse.preferences import PreferencePairs
+from llmcourse.preferences import PreferencePairs, sample_pairs
+from llmcourse.run_log import RunLog
 from llmcourse.sampling import Responses, pack_responses, prompt_ids
 
 # --------------------------------------------------------------------------- sequence log-probs
@@ -59,24 +60,8 @@ def sequence_logprob(logits: torch.Tensor, ids: torch.Tensor, response_mask: tor
     >>> sequence_logprob(logits, ids, mask).exp()                                  # 0.5 · 0.9
     tensor([0.4500])
     """
-    logp = F.log_softmax(logits[:, :-1].float(), dim=-1)                  # (B, T-1, V): position t predicts t+1
-    token_logp = logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)    # (B, T-1)
-    kept = response_mask[:, 1:]                                           # (B, T-1): token t+1 is a response token
-    total = torch.where(kept, token_logp, torch.zeros_like(token_logp)).sum(dim=1)   # (B,)
-    return total / kept.sum(dim=1).clamp(min=1) if average else total
-
-
-def response_logprobs(model: GPT, responses: Responses, average: bool = False) -> torch.Tensor:
-    """log π(response | prompt) of every row of a `Responses` batch, in one forward pass -> (B,).
-
-    The same as `sequence_logprob(model(ids), ids, response_mask)`, through `llmcourse.logprobs`;
-    the batch is moved to the model's device.
-    """
-    device = next(model.parameters()).device
-    token_logp = token_logprobs(model, responses.ids.to(device))          # (B, T-1)
-    mask = target_mask(responses.response_mask.to(device))                # (B, T-1)
-    total = torch.where(mask, token_logp, torch.zeros_like(token_logp)).sum(dim=1)   # (B,)
-    return total / mask.sum(dim=1).clamp(min=1) if average else total
+    token_logp = logprobs_from_logits(logits[:, :-1], ids)                # (B, T-1): position t predicts t+1
+    return sequence_logprobs(token_logp, target_mask(response_mask), average)   # (B,)
 
 
 # --------------------------------------------------------------------------- losses
@@ -137,17 +122,21 @@ def chosen_nll(policy_chosen_logps: torch.Tensor, chosen_lens: torch.Tensor) -> 
 
 def rpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
              ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, chosen_lens: torch.Tensor,
-             beta: float, alpha: float) -> torch.Tensor:
+             beta: float, alpha: float, loss_fn: Callable[..., torch.Tensor] = dpo_loss,
+             nll_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = chosen_nll) -> torch.Tensor:
     """DPO plus α · the chosen responses' negative log-likelihood per token (Pang et al. 2024, eq. 1).
 
-    With α = 0 this is `dpo_loss`.
+    With α = 0 this is `dpo_loss` (the NLL is then not computed). `train_dpo` trains with this function;
+    ``loss_fn`` (`dpo_loss`'s signature) and ``nll_fn`` (`chosen_nll`'s) can be a learner's own.
 
     >>> rpo_loss(torch.tensor([-4.0]), torch.tensor([-6.0]), torch.tensor([-5.0]), torch.tensor([-5.0]),
     ...          torch.tensor([4]), beta=0.5, alpha=1.0)                     # 0.3133 + 4/4
     tensor(1.3133)
     """
-    return (dpo_loss(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
-            + alpha * chosen_nll(policy_chosen_logps, chosen_lens))
+    loss = loss_fn(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps, beta)
+    if alpha:
+        loss = loss + alpha * nll_fn(policy_chosen_logps, chosen_lens)
+    return loss
 
 
 def implicit_rewards(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
@@ -170,7 +159,7 @@ def implicit_rewards(policy_chosen_logps: torch.Tensor, policy_rejected_logps: t
 
 @dataclass
 class DPOConfig:
-    """One offline DPO run on fixed preference pairs."""
+    """One offline DPO run on fixed preference pairs; the defaults are chapter 08's settings."""
 
     steps: int = 40
     """Optimizer steps."""
@@ -186,6 +175,20 @@ class DPOConfig:
     """Call ``on_eval`` every this many steps (and before the first); 0: never."""
     seed: int = 0
     """Seed of the order in which pairs are drawn."""
+
+
+RPO_ALPHA = 1.0
+"""Chapter 08's weight of the SFT term in its RPO run (its plain DPO run: 0)."""
+
+N_PAIR_PROBLEMS = 1000
+"""Training problems that chapter 08's pairs come from (each answered twice by the base model)."""
+
+
+def chapter_pairs(base: GPT, seed: int = 0) -> PreferencePairs:
+    """Chapter 08's preference pairs for ``seed``: the base model's two answers to each of 1,000 training problems
+    (`taskworld.sample_problems(1000, seed=800 + seed)`), labelled by the rules, ties left out
+    (`preferences.sample_pairs`; about 440 pairs)."""
+    return sample_pairs(base, tw.sample_problems(N_PAIR_PROBLEMS, seed=800 + seed), seed=seed)
 
 
 def pair_batch(pairs: PreferencePairs, index: list[int]) -> Responses:
@@ -236,16 +239,11 @@ def train_dpo(model: GPT, pairs: PreferencePairs, cfg: DPOConfig, loss_fn: LossF
     chosen_lens = torch.tensor([len(c) for c in pairs.chosen], device=device)   # (N,) response tokens, EOS included
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    keys = ("loss", "chosen_reward", "rejected_reward", "margin", "accuracy", "chosen_logp", "rejected_logp")
-    history: dict[str, list[float]] = {k: [] for k in keys}
     order = torch.randperm(len(pairs), generator=g).tolist()
-    start = time.perf_counter()
-    eval_seconds = 0.0
+    log = RunLog(model, on_eval if cfg.eval_every else None)
     for step in tqdm(range(cfg.steps), desc="DPO steps", disable=not progress):
-        if on_eval is not None and cfg.eval_every and step % cfg.eval_every == 0:
-            t0 = time.perf_counter()
-            on_eval(step, model)
-            eval_seconds += time.perf_counter() - t0
+        if cfg.eval_every and step % cfg.eval_every == 0:
+            log.evaluate(step)
         # Stage 1: a batch of pairs (a fresh shuffle after each pass over the data)
         if len(order) < cfg.batch_pairs:
             order += torch.randperm(len(pairs), generator=g).tolist()
@@ -257,24 +255,17 @@ def train_dpo(model: GPT, pairs: PreferencePairs, cfg: DPOConfig, loss_fn: LossF
         pc, pr = logps[:b], logps[b:]                                              # (b,) each
         rc, rr = ref_chosen[index], ref_rejected[index]                            # (b,) each
         # Stage 3: the loss (DPO, plus the chosen responses' NLL per token for RPO), one step
-        loss = loss_fn(pc, pr, rc, rr, cfg.beta)
-        if cfg.rpo_alpha:
-            loss = loss + cfg.rpo_alpha * nll_fn(pc, chosen_lens[index])
+        loss = rpo_loss(pc, pr, rc, rr, chosen_lens[index], cfg.beta, cfg.rpo_alpha, loss_fn, nll_fn)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         # Stage 4: what an expert watches
         cr, rj, acc = implicit_rewards(pc, pr, rc, rr, cfg.beta)
-        for k, v in zip(keys, (loss.item(), cr.mean().item(), rj.mean().item(), (cr - rj).mean().item(), acc,
-                               pc.mean().item(), pr.mean().item())):
-            history[k].append(v)
-    if on_eval is not None and cfg.eval_every:
-        t0 = time.perf_counter()
-        on_eval(cfg.steps, model)
-        eval_seconds += time.perf_counter() - t0
+        log.add(loss=loss.item(), chosen_reward=cr.mean().item(), rejected_reward=rj.mean().item(),
+                margin=(cr - rj).mean().item(), accuracy=acc, chosen_logp=pc.mean().item(), rejected_logp=pr.mean().item())
+    log.evaluate(cfg.steps)
     model.eval()
-    history["seconds"] = [time.perf_counter() - start - eval_seconds]
-    return history
+    return log.finish()
 
 
 def measured_run(base: GPT, pairs: PreferencePairs, cfg: DPOConfig, loss_fn: LossFn = dpo_loss,

@@ -26,7 +26,10 @@ from typing import Callable, Sequence
 import torch
 
 from llmcourse import taskworld as tw
+from llmcourse.kl import categorical_kl
+from llmcourse.logprobs import masked_sum, target_mask
 from llmcourse.model import GPT
+from llmcourse.reward_model import RewardModel, score_responses
 from llmcourse.sampling import sample_responses
 
 
@@ -57,6 +60,36 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     if not 0 <= c <= n or not 1 <= k <= n:
         raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
     return 1.0 - comb(n - c, k) / comb(n, k)
+
+
+def pass_at_k_curve(correct: list[bool], n_samples: int) -> list[float]:
+    """pass@k for k = 1 … n from prompt-major right/wrong flags of n samples per problem (`evaluate`'s
+    ``sampled_correct``): the mean over problems of the unbiased estimator `pass_at_k`.
+
+    Two problems, 4 samples each, one right once and one never:
+
+    >>> [round(x, 3) for x in pass_at_k_curve([True, False, False, False] + [False] * 4, 4)]
+    [0.125, 0.25, 0.375, 0.5]
+    """
+    if len(correct) % n_samples:
+        raise ValueError(f"{len(correct)} flags do not split into groups of {n_samples}")
+    counts = [sum(correct[i:i + n_samples]) for i in range(0, len(correct), n_samples)]
+    return [sum(pass_at_k(n_samples, c, k) for c in counts) / len(counts) for k in range(1, n_samples + 1)]
+
+
+def response_stats(texts: Sequence[str], problems: Sequence[tw.Problem]) -> dict[str, float]:
+    """What the rules say of row-aligned responses: the share that is right (``accuracy``), in the reasoned
+    format (``format_rate``) and that reasons at all (``reasoned_share``). What the training loops log per batch.
+
+    >>> response_stats(["<think>2+3=5</think><answer>5</answer>", "<answer>6</answer>"], [tw.Problem(2, 3)] * 2)
+    {'accuracy': 0.5, 'format_rate': 0.5, 'reasoned_share': 0.5}
+    """
+    if len(texts) != len(problems):
+        raise ValueError(f"{len(texts)} responses but {len(problems)} problems")
+    n = len(texts)
+    return {"accuracy": sum(tw.is_correct(t, p) for t, p in zip(texts, problems)) / n,
+            "format_rate": sum(tw.format_ok(t) for t in texts) / n,
+            "reasoned_share": sum(tw.is_reasoned(t) for t in texts) / n}
 
 
 def accuracy_by(problems: Sequence[tw.Problem], correct: Sequence[bool],
@@ -125,3 +158,56 @@ def evaluate(model: GPT, problems: Sequence[tw.Problem] | None = None, k: int = 
         out.update(score_samples(problems, samples, k), samples=samples)
     model.train(was_training)
     return out
+
+
+# --------------------------------------------------------------------------- the reward model against the rules
+
+
+@torch.no_grad()
+def evaluate_with_rm(model: GPT, rm: RewardModel, k: int = 4, seed: int = 0) -> dict:
+    """Held-out metrics of `llmcourse.evaluation.evaluate` plus what the reward model says of the same samples.
+
+    The 256 held-out problems, greedy once and ``k`` samples each at temperature 1 (the same samples as
+    ``evaluate(model, k=k, seed=seed)``). Adds ``rm_score``, the mean score of the samples, and the mean score
+    of each kind of sample: ``rm_score_right`` and ``rm_score_wrong`` (by the rules), ``rm_score_reasoned_wrong``
+    (reasoned but wrong, what a policy that games the reward model would write) and ``rm_score_bare_right``.
+    A kind with no sample has NaN. Also the share of samples that are reasoned but wrong.
+    """
+    problems = list(tw.eval_problems())
+    was_training = model.training
+    model.eval()
+    greedy = complete(model, problems)
+    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
+    r = sample_responses(model, problems, n_samples=k, temperature=1.0, generator=gen)
+    out = score_samples(problems, r.texts, k)
+    out["greedy_accuracy"] = sum(tw.is_correct(t, p) for t, p in zip(greedy, problems)) / len(problems)
+    scores = score_responses(rm, r).cpu()                                            # (256 k,)
+    right = torch.tensor(out["sampled_correct"])
+    reasoned = torch.tensor([tw.is_reasoned(t) for t in r.texts])
+
+    def mean_where(m: torch.Tensor) -> float:
+        return scores[m].mean().item() if m.any() else float("nan")
+    out.update(rm_score=scores.mean().item(), rm_score_right=mean_where(right), rm_score_wrong=mean_where(~right),
+               rm_score_reasoned_wrong=mean_where(reasoned & ~right), rm_score_bare_right=mean_where(~reasoned & right),
+               reasoned_wrong_share=(reasoned & ~right).float().mean().item(), samples=r.texts)
+    model.train(was_training)
+    return out
+
+
+# --------------------------------------------------------------------------- distance to another model
+
+
+@torch.no_grad()
+def kl_to_model(model: GPT, base: GPT, n_samples: int = 4, seed: int = 0) -> float:
+    """Mean over ``model``'s sampled held-out responses of Σ_t KL(π(·|prefix) ‖ π_base(·|prefix)), in nats.
+
+    The exact categorical KL at every response token (`llmcourse.kl.categorical_kl`), summed over the response:
+    how far training moved the model where it actually answers (the course's final comparison).
+    """
+    problems = list(tw.eval_problems())
+    g = torch.Generator().manual_seed(seed)
+    r = sample_responses(model, problems, n_samples, generator=g)
+    mask = target_mask(r.response_mask)                                 # (B, T-1)
+    kl = torch.cat([categorical_kl(model(r.ids[i:i + 256, :-1]).float(), base(r.ids[i:i + 256, :-1]).float())
+                    for i in range(0, len(r), 256)])                    # (B, T-1)
+    return masked_sum(kl, mask, dim=1).mean().item()

@@ -2,8 +2,8 @@
 
 GRPO (Shao et al. 2024, "DeepSeekMath", §4.1, eq. 3) is PPO without a critic. For each prompt q it samples a
 *group* of G responses o_1 … o_G from the policy as it was before the update (π_old), scores them with rules
-(`llmcourse.rewards.rule_rewards`), and uses each response's reward relative to its group as the advantage of
-every one of its tokens (`llmcourse.rewards.group_advantages`). The loss to minimise is, per token t of response i,
+(`llmcourse.rule_rewards.rule_rewards`), and uses each response's reward relative to its group as the advantage of
+every one of its tokens (`group_advantages`). The loss to minimise is, per token t of response i,
 
     ℓ_{i,t} = −min(ρ_{i,t} Â_i, clip(ρ_{i,t}, 1 − ε_low, 1 + ε_high) Â_i) + β · k3_{i,t},
     ρ_{i,t} = π_θ(o_{i,t} | q, o_{i,<t}) / π_old(o_{i,t} | q, o_{i,<t}),
@@ -28,7 +28,6 @@ baseline is the group's mean reward, paid for with G samples per prompt.
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass
 from typing import Callable
 
@@ -37,12 +36,42 @@ from tqdm.auto import tqdm
 
 from llmcourse import kl
 from llmcourse import taskworld as tw
+from llmcourse.evaluation import response_stats
 from llmcourse.logprobs import masked_mean, masked_sum, target_mask, token_logprobs
 from llmcourse.model import GPT
-from llmcourse.rewards import group_advantages, rule_rewards
+from llmcourse.rule_rewards import rule_rewards
+from llmcourse.run_log import RunLog
 from llmcourse.sampling import sample_responses
 
 AGGREGATIONS = ("sequence", "token", "dr_grpo")
+
+
+def group_advantages(rewards: torch.Tensor, n_samples: int, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
+    """(B,) rewards of prompt-major groups of ``n_samples`` -> (B,) group-relative advantages.
+
+    ``scale=True`` (GRPO): divide by the group's sample standard deviation (n − 1 in the
+    denominator, as ``torch.std`` and TRL) plus ``eps``. ``scale=False`` (Dr. GRPO): only
+    subtract the mean. A group whose rewards are all equal carries no learning signal: its
+    advantages are exactly 0 (not NaN, not rounding noise blown up by the division).
+
+    One prompt, four samples, one right (1) and three wrong (0): mean 0.25, std 0.5:
+
+    >>> group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), n_samples=4, eps=0.0)
+    tensor([ 1.5000, -0.5000, -0.5000, -0.5000])
+    >>> group_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.1, 1.1]), n_samples=2, scale=False)
+    tensor([ 0.5000, -0.5000,  0.0000,  0.0000,  0.0000,  0.0000])
+    """
+    if rewards.dim() != 1:
+        raise ValueError(f"rewards must be one value per row, shape (B,), got {tuple(rewards.shape)}")
+    if n_samples < 2 or rewards.numel() % n_samples:
+        raise ValueError(f"{rewards.numel()} rewards do not split into groups of n_samples={n_samples} (≥ 2)")
+    groups = rewards.view(-1, n_samples)                                # (n_prompts, n_samples)
+    advantages = groups - groups.mean(dim=1, keepdim=True)              # (n_prompts, n_samples)
+    if scale:
+        advantages = advantages / (groups.std(dim=1, keepdim=True) + eps)
+    all_equal = (groups == groups[:, :1]).all(dim=1, keepdim=True)      # (n_prompts, 1)
+    advantages = torch.where(all_equal, torch.zeros_like(advantages), advantages)
+    return advantages.reshape(-1)                                       # (B,)
 
 
 def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
@@ -112,16 +141,20 @@ def clip_fraction(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.
 
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor | None, advantages: torch.Tensor,
               mask: torch.Tensor, beta: float = 0.0, eps_low: float = 0.2, eps_high: float | None = None,
-              mode: str = "sequence", max_len: int | None = None) -> torch.Tensor:
+              mode: str = "sequence", max_len: int | None = None,
+              surrogate_fn: Callable[..., torch.Tensor] = clipped_surrogate,
+              kl_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = kl.k3,
+              aggregate_fn: Callable[..., torch.Tensor] = aggregate) -> torch.Tensor:
     """The whole GRPO loss (DeepSeekMath eq. 3 and its variants): (B, T) log-probs, (B,) advantages -> scalar.
 
     ``clipped_surrogate + beta · k3(logp, ref_logp)`` per token, aggregated by ``mode`` over the ``mask``-ed
-    tokens. ``ref_logp`` may be None when ``beta == 0`` (then no reference is needed).
+    tokens. ``ref_logp`` may be None when ``beta == 0`` (then no reference is needed). `train_grpo` trains with
+    this function; a learner's own surrogate, KL estimator or aggregation can replace the package's.
     """
-    per_token = clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high)   # (B, T)
+    per_token = surrogate_fn(logp, old_logp, advantages, eps_low, eps_high)        # (B, T)
     if beta:
-        per_token = per_token + beta * kl.k3(logp, ref_logp.detach())             # (B, T)
-    return aggregate(per_token, mask, mode, max_len)
+        per_token = per_token + beta * kl_fn(logp, ref_logp.detach())             # (B, T)
+    return aggregate_fn(per_token, mask, mode, max_len)
 
 
 # --------------------------------------------------------------------------- training
@@ -129,7 +162,7 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
 
 @dataclass
 class GRPOConfig:
-    """One GRPO run on the task world's training problems."""
+    """One GRPO run on the task world's training problems; the defaults are chapter 10's recipe."""
 
     updates: int = 40
     """Sampled batches; each gets ``epochs`` optimizer steps."""
@@ -139,14 +172,15 @@ class GRPOConfig:
     """G: responses per problem, the group whose rewards are compared."""
     epochs: int = 1
     """μ: optimizer steps on each sampled batch; with 1 the ratio is 1 and the clip never acts."""
-    lr: float = 1e-4
+    lr: float = 2e-4
     """AdamW learning rate (constant, no weight decay)."""
     temperature: float = 1.0
     """Sampling temperature of the rollouts."""
     max_new_tokens: int = 48
     """Token budget of a response; also Dr. GRPO's constant divisor."""
-    beta: float = 0.0
-    """Weight of the k3 KL to the reference in the loss; 0 skips the reference's forward pass."""
+    beta: float = 0.04
+    """Weight of the k3 KL to the reference in the loss; 0 drops the term (and, with ``log_kl=False``, the
+    reference's forward pass)."""
     eps_low: float = 0.2
     """Clip range below: a ratio under 1 − eps_low earns nothing more for a negative advantage."""
     eps_high: float = 0.2
@@ -162,6 +196,14 @@ class GRPOConfig:
     seed: int = 0
     """Seed of the training problems and of the sampling."""
 
+
+RECIPE = GRPOConfig()
+"""Chapter 10's run: 40 updates × 16 problems × 8 samples, lr 2e-4, β 0.04 (k3), ε 0.2, ÷ std, sequence mean, μ 1."""
+
+PLAIN = GRPOConfig(updates=60, lr=1e-4, beta=0.0, log_kl=False)
+"""The plainest group-relative policy gradient: no KL, and with μ = 1 the ratio is 1, so the clipped surrogate's
+gradient is −Â ∇log π (REINFORCE with the group's baseline). 60 updates at lr 1e-4: what the base model offers
+RL (chapter 05, README)."""
 
 SurrogateFn = Callable[..., torch.Tensor]
 
@@ -193,20 +235,12 @@ def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_
     if cfg.beta or cfg.log_kl:
         reference = copy.deepcopy(model).eval().requires_grad_(False)      # π_ref: the model before training
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=0.0)
-    keys = ("reward", "accuracy", "format_rate", "reasoned", "length", "kl", "clip_fraction", "zero_groups", "loss")
-    history: dict[str, list[float]] = {k: [] for k in keys}
     G = cfg.samples_per_prompt
-    start, eval_seconds = time.perf_counter(), 0.0
-
-    def evaluate_now(update: int) -> None:
-        nonlocal eval_seconds
-        t0 = time.perf_counter()
-        on_eval(update, model)
-        eval_seconds += time.perf_counter() - t0
+    log = RunLog(model, on_eval)
 
     for u in tqdm(range(cfg.updates), desc="GRPO updates", disable=not progress):
-        if on_eval is not None and (u == 0 or (eval_every and u % eval_every == 0)):
-            evaluate_now(u)
+        if u == 0 or (eval_every and u % eval_every == 0):
+            log.evaluate(u)
         batch = problems[u * cfg.prompts_per_update:(u + 1) * cfg.prompts_per_update]
         # Stage 1: sample a group of G responses per problem from π_old (the model as it is now)
         model.eval()
@@ -226,47 +260,21 @@ def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_
         for epoch in range(cfg.epochs):
             logp = token_logprobs(model, r.ids)                                            # (B, T-1)
             old = logp.detach() if old_logp is None else old_logp                          # μ = 1: the ratio is 1
-            per_token = surrogate_fn(logp, old, advantages, cfg.eps_low, cfg.eps_high)     # (B, T-1)
-            if ref_logp is not None:
-                per_token_kl = kl_fn(logp, ref_logp)                                       # (B, T-1)
-                if epoch == 0:
-                    kl_value = masked_mean(per_token_kl.detach(), mask).item()
-                if cfg.beta:
-                    per_token = per_token + cfg.beta * per_token_kl
-            loss = aggregate_fn(per_token, mask, cfg.aggregation, cfg.max_new_tokens)
+            if ref_logp is not None and epoch == 0:
+                kl_value = masked_mean(kl_fn(logp.detach(), ref_logp), mask).item()
+            loss = grpo_loss(logp, old, ref_logp, advantages, mask, cfg.beta, cfg.eps_low, cfg.eps_high,
+                             cfg.aggregation, cfg.max_new_tokens, surrogate_fn, kl_fn, aggregate_fn)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             clipped.append(clip_fraction(logp, old, advantages, mask, cfg.eps_low, cfg.eps_high))
         # Stage 5: what an expert watches
-        rows = r.per_row(batch)
+        stats = response_stats(r.texts, r.per_row(batch))
         groups = rewards.view(-1, G)                                                       # (n_prompts, G)
-        values = (rewards.mean().item(),
-                  sum(tw.is_correct(t, p) for t, p in zip(r.texts, rows)) / len(rows),
-                  sum(tw.format_ok(t) for t in r.texts) / len(rows),
-                  sum(tw.is_reasoned(t) for t in r.texts) / len(rows),
-                  r.response_lens.float().mean().item(), kl_value, sum(clipped) / len(clipped),
-                  (groups == groups[:, :1]).all(dim=1).float().mean().item(), loss.item())
-        for k, v in zip(keys, values):
-            history[k].append(v)
-    if on_eval is not None:
-        evaluate_now(cfg.updates)
+        log.add(reward=rewards.mean().item(), accuracy=stats["accuracy"], format_rate=stats["format_rate"],
+                reasoned=stats["reasoned_share"], length=r.response_lens.float().mean().item(), kl=kl_value,
+                clip_fraction=sum(clipped) / len(clipped),
+                zero_groups=(groups == groups[:, :1]).all(dim=1).float().mean().item(), loss=loss.item())
+    log.evaluate(cfg.updates)
     model.eval()
-    history["seconds"] = [time.perf_counter() - start - eval_seconds]
-    return history
-
-
-def pass_at_k_curve(correct: list[bool], n_samples: int) -> list[float]:
-    """pass@k for k = 1 … n from prompt-major right/wrong flags of n samples per problem (`evaluate`'s
-    ``sampled_correct``): the mean over problems of the unbiased estimator `evaluation.pass_at_k`.
-
-    Two problems, 4 samples each, one right once and one never:
-
-    >>> [round(x, 3) for x in pass_at_k_curve([True, False, False, False] + [False] * 4, 4)]
-    [0.125, 0.25, 0.375, 0.5]
-    """
-    from llmcourse.evaluation import pass_at_k
-    if len(correct) % n_samples:
-        raise ValueError(f"{len(correct)} flags do not split into groups of {n_samples}")
-    counts = [sum(correct[i:i + n_samples]) for i in range(0, len(correct), n_samples)]
-    return [sum(pass_at_k(n_samples, c, k) for c in counts) / len(counts) for k in range(1, n_samples + 1)]
+    return log.finish()

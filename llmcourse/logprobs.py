@@ -16,7 +16,9 @@ token t + 1 is a response token. The first token of a sequence is never scored (
 predicts it), which is why the prompt must be at least one token long.
 
 `masked_sum` and `masked_mean` sum or average only the kept entries; `sequence_logprobs`
-is the log-probability of a whole response, log π(y | x) = Σ_t log π(y_t | x, y_<t).
+is the log-probability of a whole response, log π(y | x) = Σ_t log π(y_t | x, y_<t), and
+`response_logprobs` that of every row of a `Responses` batch. Every loop of the course (SFT aside)
+scores tokens through `logprobs_from_logits`: DPO, PPO and GRPO alike.
 """
 
 from __future__ import annotations
@@ -25,17 +27,29 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse.model import GPT
+from llmcourse.sampling import Responses
+
+
+def logprobs_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """(B, T-1, V) logits of ``model(ids[:, :-1])`` and (B, T) ids -> (B, T-1) float32 log π of each next token.
+
+    The log-softmax is taken in float32. For a loop that needs the logits too (PPO's entropy).
+
+    >>> logits = torch.log(torch.tensor([[[0.5, 0.5], [0.9, 0.1]]]))                 # (1, 2, 2)
+    >>> logprobs_from_logits(logits, torch.tensor([[0, 1, 0]])).exp()
+    tensor([[0.5000, 0.9000]])
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)                        # (B, T-1, V)
+    return logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)        # (B, T-1)
 
 
 def token_logprobs(model: GPT, ids: torch.Tensor) -> torch.Tensor:
     """(B, T) token ids -> (B, T-1) float32: ``[:, t] = log π(ids[:, t+1] | ids[:, :t+1])``.
 
-    One forward pass; the log-softmax is taken in float32. Gradients flow to the model
-    unless called under ``torch.no_grad()`` (as for the reference model or old log-probs).
+    One forward pass. Gradients flow to the model unless called under ``torch.no_grad()``
+    (as for the reference model or old log-probs).
     """
-    logits = model(ids[:, :-1])                                         # (B, T-1, V): position t predicts t+1
-    logp = F.log_softmax(logits.float(), dim=-1)                        # (B, T-1, V)
-    return logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)        # (B, T-1)
+    return logprobs_from_logits(model(ids[:, :-1]), ids)               # position t predicts t+1
 
 
 def target_mask(token_mask: torch.Tensor) -> torch.Tensor:
@@ -81,13 +95,27 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> 
     return masked_sum(x, mask, dim) / count.clamp(min=1)
 
 
-def sequence_logprobs(token_logp: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def sequence_logprobs(token_logp: torch.Tensor, mask: torch.Tensor, average: bool = False) -> torch.Tensor:
     """log π of each row's kept tokens: (B, T-1) log-probs and (B, T-1) mask -> (B,).
 
-    With ``mask = target_mask(responses.response_mask)`` this is log π(response | prompt).
+    With ``mask = target_mask(responses.response_mask)`` this is log π(response | prompt);
+    ``average=True`` divides by the number of kept tokens (a per-token mean, as SimPO uses).
 
     >>> token_logp = torch.log(torch.tensor([[0.5, 0.5, 0.25], [0.1, 1.0, 0.5]]))
     >>> sequence_logprobs(token_logp, torch.tensor([[False, True, True], [True, True, False]])).exp()
     tensor([0.1250, 0.1000])
     """
+    if average:
+        return masked_mean(token_logp, mask, dim=-1)                    # (B,)
     return masked_sum(token_logp, mask, dim=-1)                         # (B,)
+
+
+def response_logprobs(model: GPT, responses: Responses, average: bool = False) -> torch.Tensor:
+    """log π(response | prompt) of every row of a `Responses` batch, in one forward pass -> (B,).
+
+    The batch is moved to the model's device; gradients flow unless called under ``torch.no_grad()``.
+    """
+    device = next(model.parameters()).device
+    token_logp = token_logprobs(model, responses.ids.to(device))          # (B, T-1)
+    mask = target_mask(responses.response_mask.to(device))                # (B, T-1)
+    return sequence_logprobs(token_logp, mask, average)                   # (B,)

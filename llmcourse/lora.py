@@ -15,7 +15,8 @@ trainable magnitude per output feature times the unit-norm rows of W + (α/r) B 
 
 Shapes: N (or any leading dims) tokens, d_in input features, d_out output features, r rank.
 The functions (`lora_forward`, `lora_delta`, `merge_weights`, `dora_forward`) are the math;
-the modules (`LoRALinear`, `DoRALinear`) and `inject_lora` put it into the course's GPT.
+the modules (`LoRALinear`, `DoRALinear`) and `inject_lora` put it into the course's GPT;
+`sft_run` is chapter 06's experiment (SFT of the base model, full or LoRA, with the chapter's settings).
 PEFT's ``LoraConfig(r, lora_alpha, lora_dropout, target_modules, use_dora)`` is the
 industrial version of the same thing (its ``scaling = lora_alpha / r``; rsLoRA uses α/√r).
 """
@@ -29,6 +30,12 @@ from typing import Iterator
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+from llmcourse import taskworld as tw
+from llmcourse.checkpoint import load_base_model
+from llmcourse.model import GPT
+from llmcourse.pretraining import TrainConfig
+from llmcourse.sft import finetune
 
 ADAPTER_PARAMS = ("lora_A", "lora_B", "magnitude")
 """Names of the trainable adapter parameters inside `LoRALinear` / `DoRALinear`."""
@@ -413,3 +420,38 @@ def load_lora_state_dict(model: nn.Module, state: dict[str, torch.Tensor]) -> No
     with torch.no_grad():
         for k, v in state.items():
             own[k].copy_(v)
+
+
+# --------------------------------------------------------------------------- chapter 06's experiment
+
+RUNS = (("full FT", None, 3e-4), ("LoRA r=1", 1, 3e-3), ("LoRA r=2", 2, 3e-3), ("LoRA r=4", 4, 3e-3),
+        ("LoRA r=8", 8, 3e-3))
+"""Chapter 06's runs: (name, rank or None for full fine-tuning, peak lr); each method's lr from a small sweep."""
+
+WATCH = "blocks.1.mlp.c_fc"
+"""The layer whose update chapter 06 looks at (its singular values)."""
+
+
+def sft_problems() -> list[tw.Problem]:
+    """Chapter 06's 2,000 training problems (never one of the held-out set)."""
+    return tw.sample_problems(2000, seed=600)
+
+
+def sft_config(lr: float, seed: int = 0, steps: int = 20) -> TrainConfig:
+    """Chapter 06's SFT budget: ``steps`` AdamW steps of 32 examples, warmup 4 steps then cosine decay to lr / 10,
+    no weight decay."""
+    return TrainConfig(steps=steps, batch_size=32, max_lr=lr, min_lr=lr / 10, warmup_steps=4, seed=seed,
+                       weight_decay=0.0)
+
+
+def sft_run(rank: int | None, lr: float, seed: int = 0, steps: int = 20,
+            device: str | torch.device = "cpu") -> tuple[GPT, dict[str, list[float]]]:
+    """SFT on reasoned responses of a fresh base model: full fine-tuning if ``rank`` is None, else LoRA on every
+    linear layer of the blocks with α = 2r. Returns the model and `llmcourse.sft.finetune`'s history (its
+    ``seconds``: the training time)."""
+    torch.manual_seed(seed)
+    model = load_base_model(device)
+    if rank is not None:
+        inject_lora(model, r=rank, alpha=2 * rank)
+    history = finetune(model, sft_problems(), sft_config(lr, seed, steps), reasoned_share=1.0)
+    return model, history

@@ -2,16 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import random
 
 import numpy as np
 
-N_THREADS = 1
-"""Torch CPU threads. Fixed, because float reductions (and so recorded outputs) can depend on it.
-One, because the course's models are tiny: a second thread gains little (training throughput
-about 1.7x at best), and on a busy 2-core machine a parallel region that waits for a
-descheduled thread made chapter 04 run 220 s instead of 9 s."""
+from llmcourse.runtime import N_THREADS
 
 
 def setup(seed: int = 0) -> str:
@@ -27,23 +22,6 @@ def setup(seed: int = 0) -> str:
     torch.set_num_threads(N_THREADS)
     np.set_printoptions(precision=3, suppress=True, linewidth=100)
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@contextlib.contextmanager
-def torch_threads(n: int):
-    """Run torch on ``n`` CPU threads inside the block; the previous count is restored after.
-
-    For code that may be called outside `setup` (benchmarks, training loops) and must not
-    depend on, or change, the caller's thread count.
-    """
-    import torch
-
-    old = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(old)
 
 
 def claim(statement: str, holds: bool, measured: str = "") -> None:

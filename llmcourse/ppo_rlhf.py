@@ -36,19 +36,20 @@ With β 0.05 the score rises as high (+3.2 to +3.3) while accuracy ends at 30–
 from __future__ import annotations
 
 import copy
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
 from llmcourse import taskworld as tw
-from llmcourse.logprobs import masked_mean, target_mask, token_logprobs
+from llmcourse.evaluation import response_stats
+from llmcourse.logprobs import logprobs_from_logits, masked_mean, target_mask, token_logprobs
 from llmcourse.model import GPT
 from llmcourse.policy_gradient import gae as gae_time_first
 from llmcourse.reward_model import RewardModel, score_responses
-from llmcourse.rewards import rule_rewards
+from llmcourse.rule_rewards import rule_rewards
+from llmcourse.run_log import RunLog
 from llmcourse.sampling import Responses, sample_responses
 
 # --------------------------------------------------------------------------- rewards and advantages
@@ -285,18 +286,11 @@ def train_ppo(actor: GPT, critic: RewardModel, rm: RewardModel, cfg: PPOConfig, 
     mb_gen = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW([{"params": actor.parameters(), "lr": cfg.lr},
                              {"params": critic.parameters(), "lr": cfg.critic_lr}], weight_decay=0.0)
-    history: dict[str, list[float]] = {k: [] for k in HISTORY_KEYS}
-    start, eval_seconds = time.perf_counter(), 0.0
-
-    def call_eval(u: int) -> None:
-        nonlocal eval_seconds
-        t0 = time.perf_counter()
-        on_eval(u, actor)
-        eval_seconds += time.perf_counter() - t0
+    log = RunLog(actor, on_eval if cfg.eval_every else None, keys=HISTORY_KEYS)
 
     for u in tqdm(range(cfg.rollouts), desc="PPO rollouts", disable=not progress):
-        if on_eval is not None and cfg.eval_every and u % cfg.eval_every == 0:
-            call_eval(u)
+        if cfg.eval_every and u % cfg.eval_every == 0:
+            log.evaluate(u)
         batch = problems[u * cfg.prompts_per_rollout:(u + 1) * cfg.prompts_per_rollout]
         # Stage 1: sample responses from the actor
         actor.eval()
@@ -312,15 +306,11 @@ def train_ppo(actor: GPT, critic: RewardModel, rm: RewardModel, cfg: PPOConfig, 
             advantages = whiten(advantages, mask)
         kl_per_response = torch.where(mask, s["old_logp"] - s["ref_logp"], torch.zeros_like(rewards)).sum(1)
         texts, rows = r.texts, r.per_row(batch)
-        history["rm_score"].append(s["score"].mean().item())
-        history["rule_reward"].append(rule_rewards(texts, rows).mean().item())
-        history["accuracy"].append(sum(tw.is_correct(t, p) for t, p in zip(texts, rows)) / len(texts))
-        history["format_rate"].append(sum(tw.format_ok(t) for t in texts) / len(texts))
-        history["reasoned_share"].append(sum(tw.is_reasoned(t) for t in texts) / len(texts))
-        history["kl"].append(kl_per_response.mean().item())
-        history["non_score_reward"].append((rewards.sum(1) - s["score"]).mean().item())
-        history["explained_variance"].append(explained_variance(s["old_values"], returns, mask))
-        history["response_length"].append(r.response_lens.float().mean().item())
+        log.add(rm_score=s["score"].mean().item(), rule_reward=rule_rewards(texts, rows).mean().item(),
+                **response_stats(texts, rows), kl=kl_per_response.mean().item(),
+                non_score_reward=(rewards.sum(1) - s["score"]).mean().item(),
+                explained_variance=explained_variance(s["old_values"], returns, mask),
+                response_length=r.response_lens.float().mean().item())
         # Stage 4: several epochs over minibatches of the rollout
         actor.train()
         critic.train()
@@ -334,7 +324,7 @@ def train_ppo(actor: GPT, critic: RewardModel, rm: RewardModel, cfg: PPOConfig, 
                 i = torch.tensor(order[lo:lo + mb_size], device=device)
                 ids, m = r.ids[i], mask[i]                                           # (b, T), (b, T-1)
                 logits = actor(ids[:, :-1])                                          # (b, T-1, V)
-                logp = F.log_softmax(logits.float(), dim=-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+                logp = logprobs_from_logits(logits, ids)                             # (b, T-1)
                 values = token_values(critic, ids)                                   # (b, T-1)
                 pl = policy_loss_fn(logp, s["old_logp"][i], advantages[i], m, cfg.clip_eps)
                 vl = value_loss_fn(values, s["old_values"][i], returns[i], m, cfg.clip_eps_value)
@@ -352,14 +342,11 @@ def train_ppo(actor: GPT, critic: RewardModel, rm: RewardModel, cfg: PPOConfig, 
                     stats["entropy"].append(masked_mean(entropy_from_logits(logits), m).item())
                 stats["policy_loss"].append(pl.item())
                 stats["value_loss"].append(vl.item())
-        for k, v in stats.items():
-            history[k].append(sum(v) / len(v))
-    if on_eval is not None and cfg.eval_every:
-        call_eval(cfg.rollouts)
+        log.add(**{k: sum(v) / len(v) for k, v in stats.items()})
+    log.evaluate(cfg.rollouts)
     actor.eval()
     critic.eval()
-    history["seconds"] = [time.perf_counter() - start - eval_seconds]
-    return history
+    return log.finish()
 
 
 def memory_footprint(n_params: int, bytes_per_param: int = 2, trainable: bool = True) -> int:
@@ -372,39 +359,3 @@ def memory_footprint(n_params: int, bytes_per_param: int = 2, trainable: bool = 
     (84.0, 14.0)
     """
     return n_params * (bytes_per_param + (bytes_per_param + 8 if trainable else 0))
-
-
-# --------------------------------------------------------------------------- evaluation: the reward model against the rules
-
-
-@torch.no_grad()
-def evaluate_with_rm(model: GPT, rm: RewardModel, k: int = 4, seed: int = 0) -> dict:
-    """Held-out metrics of `llmcourse.evaluation.evaluate` plus what the reward model says of the same samples.
-
-    The 256 held-out problems, greedy once and ``k`` samples each at temperature 1 (the same samples as
-    ``evaluate(model, k=k, seed=seed)``). Adds ``rm_score``, the mean score of the samples, and the mean score
-    of each kind of sample: ``rm_score_right`` and ``rm_score_wrong`` (by the rules), ``rm_score_reasoned_wrong``
-    (reasoned but wrong, what a policy that games the reward model would write) and ``rm_score_bare_right``.
-    A kind with no sample has NaN. Also the share of samples that are reasoned but wrong.
-    """
-    from llmcourse.evaluation import complete, score_samples
-
-    problems = list(tw.eval_problems())
-    was_training = model.training
-    model.eval()
-    greedy = complete(model, problems)
-    gen = torch.Generator(device=next(model.parameters()).device).manual_seed(seed)
-    r = sample_responses(model, problems, n_samples=k, temperature=1.0, generator=gen)
-    out = score_samples(problems, r.texts, k)
-    out["greedy_accuracy"] = sum(tw.is_correct(t, p) for t, p in zip(greedy, problems)) / len(problems)
-    scores = score_responses(rm, r).cpu()                                            # (256 k,)
-    right = torch.tensor(out["sampled_correct"])
-    reasoned = torch.tensor([tw.is_reasoned(t) for t in r.texts])
-
-    def mean_where(m: torch.Tensor) -> float:
-        return scores[m].mean().item() if m.any() else float("nan")
-    out.update(rm_score=scores.mean().item(), rm_score_right=mean_where(right), rm_score_wrong=mean_where(~right),
-               rm_score_reasoned_wrong=mean_where(reasoned & ~right), rm_score_bare_right=mean_where(~reasoned & right),
-               reasoned_wrong_share=(reasoned & ~right).float().mean().item(), samples=r.texts)
-    model.train(was_training)
-    return out

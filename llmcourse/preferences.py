@@ -1,7 +1,7 @@
 """Preference pairs from the task world: the stand-in for human labellers (chapters 07 and 08).
 
 For each prompt the model answers twice; the task world's rules score both answers
-(`llmcourse.rewards.rule_rewards`: 1 for the right answer plus 0.1 for the reasoned format), the
+(`llmcourse.rule_rewards.rule_rewards`: 1 for the right answer plus 0.1 for the reasoned format), the
 better one is *chosen*, the other *rejected*, and a tie (both right in the same style, or both
 wrong in the same style) is left out, as labellers' ties are in the preference datasets of
 InstructGPT and Anthropic's HH. So a right answer beats a wrong one, and between two right (or
@@ -22,7 +22,7 @@ import torch
 
 from llmcourse import taskworld as tw
 from llmcourse.model import GPT
-from llmcourse.rewards import rule_rewards
+from llmcourse.rule_rewards import rule_rewards
 from llmcourse.sampling import Responses, pack_responses, prompt_ids, sample_responses
 
 

@@ -47,6 +47,7 @@ import torch.nn.functional as F
 from llmcourse import taskworld as tw
 from llmcourse.model import GPT, GPTConfig, position_ids
 from llmcourse.preferences import PreferencePairs, sample_pairs
+from llmcourse.run_log import RunLog
 from llmcourse.sampling import Responses
 from llmcourse.tokenizer import special_id
 
@@ -216,10 +217,9 @@ def train_reward_model(rm: RewardModel, pairs: PreferencePairs, cfg: RewardConfi
     device = next(rm.parameters()).device
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
-    history: dict[str, list[float]] = {"loss": [], "accuracy": []}
     order: list[int] = []
     rm.train()
-    start = time.perf_counter()
+    log = RunLog(keys=("loss", "accuracy"))
     for step in tqdm(range(cfg.steps), desc="reward model", disable=not progress, mininterval=1.0):
         # Stage 1: a batch of pairs
         if len(order) < cfg.batch_size:
@@ -238,11 +238,9 @@ def train_reward_model(rm: RewardModel, pairs: PreferencePairs, cfg: RewardConfi
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        history["loss"].append(loss.item())
-        history["accuracy"].append(pairwise_accuracy(chosen.detach(), rejected.detach()))
-    history["seconds"] = [time.perf_counter() - start]
+        log.add(loss=loss.item(), accuracy=pairwise_accuracy(chosen.detach(), rejected.detach()))
     rm.eval()
-    return history
+    return log.finish()
 
 
 def _pad_to(x: torch.Tensor, T: int, value) -> torch.Tensor:
@@ -315,7 +313,7 @@ def reward_model_metrics(path: Path = REWARD_MODEL_PATH) -> dict:
 def main() -> None:
     """Rebuild ``llmcourse/data/reward_model.pt`` from the shipped base model (one thread, deterministic)."""
     from llmcourse.checkpoint import file_sha256, load_base_model
-    from llmcourse.notebook import torch_threads
+    from llmcourse.runtime import torch_threads
 
     cfg = RewardConfig()
     with torch_threads(1):

@@ -18,16 +18,17 @@ import torch.nn.functional as F
 
 from llmcourse import taskworld as tw
 from llmcourse.model import GPT
-from llmcourse.tokenizer import encode
+from llmcourse.pretraining import TrainConfig, train
+from llmcourse.tokenizer import encode, special_id
 
 IGNORE = -100
 """Label of a position that does not count in the loss (PyTorch's ``ignore_index``)."""
 
 
-def encode_example(p: tw.Problem) -> tuple[list[int], int]:
-    """Token ids of ``prompt + response + EOS`` and the number of prompt tokens."""
+def encode_example(p: tw.Problem, style: str = tw.REASONED) -> tuple[list[int], int]:
+    """Token ids of ``prompt + response(style) + EOS`` and the number of prompt tokens."""
     prompt_ids = encode(tw.prompt(p))
-    return prompt_ids + encode(tw.response(p) + tw.EOS), len(prompt_ids)
+    return prompt_ids + encode(tw.response(p, style) + tw.EOS), len(prompt_ids)
 
 
 def collate(examples: Sequence[tuple[list[int], int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,3 +69,38 @@ def sft_loss(model: GPT, ids: torch.Tensor, prompt_lens: torch.Tensor, pad_id: i
     """The SFT loss of a padded batch: response tokens only."""
     logits = model(ids[:, :-1])                                            # (B, T-1, V)
     return masked_cross_entropy(logits, sft_targets(ids, prompt_lens, pad_id))
+
+
+# --------------------------------------------------------------------------- data and the fine-tuning run
+
+
+def sft_sampler(problems: Sequence[tw.Problem], batch_size: int, seed: int, reasoned_share: float):
+    """``batch(step) -> (ids, prompt_lens)``: a seeded random batch of padded SFT examples in mixed styles.
+
+    Each problem gets one style for good (`taskworld.draw_styles`); each call draws ``batch_size`` examples
+    with replacement from a generator seeded with ``seed``.
+    """
+    styles = tw.draw_styles(len(problems), reasoned_share, seed)
+    examples = [encode_example(p, s) for p, s in zip(problems, styles)]
+    pad = special_id(tw.PAD)
+    gen = torch.Generator().manual_seed(seed)
+
+    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
+        return collate([examples[i] for i in rows], pad)
+    return batch
+
+
+def finetune(model: GPT, problems: Sequence[tw.Problem], cfg: TrainConfig, reasoned_share: float = 1.0,
+             progress: bool = False, desc: str = "sft") -> dict[str, list[float]]:
+    """SFT of ``model`` in place: ``cfg.steps`` steps of `sft_loss` on batches from `sft_sampler` (seeded with
+    ``cfg.seed``), through `llmcourse.pretraining.train` (warmup + cosine, clipping). Returns its history.
+
+    The base model's second stage (`llmcourse.base_model`, a quarter reasoned) and chapter 06's runs (every
+    response reasoned, full fine-tuning or LoRA: `llmcourse.lora.sft_run`) are this function.
+    """
+    batch = sft_sampler(problems, cfg.batch_size, cfg.seed, reasoned_share)
+    device = next(model.parameters()).device
+    pad = special_id(tw.PAD)
+    return train(model, lambda m, step: sft_loss(m, *(t.to(device) for t in batch(step)), pad), cfg,
+                 progress=progress, desc=desc)

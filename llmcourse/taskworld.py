@@ -122,6 +122,16 @@ def transcript(p: Problem, style: str = REASONED) -> str:
     return prompt(p) + response(p, style) + EOS
 
 
+def draw_styles(n: int, reasoned_share: float, seed: int) -> list[str]:
+    """A seeded style for each of ``n`` documents: ``"reasoned"`` with probability ``reasoned_share``, else ``"bare"``.
+
+    >>> draw_styles(4, 1.0, seed=0), draw_styles(2, 0.0, seed=0)
+    (['reasoned', 'reasoned', 'reasoned', 'reasoned'], ['bare', 'bare'])
+    """
+    reasoned = np.random.default_rng(seed).random(n) < reasoned_share
+    return [REASONED if r else BARE for r in reasoned]
+
+
 def n_digits(p: Problem) -> int:
     """Digits of the longer operand: ``n_digits(Problem(47, 385)) -> 3``."""
     return len(str(max(p.a, p.b)))

@@ -9,7 +9,7 @@ from llmcourse.bellman import (bellman_expectation_backup, discounted_return, ev
                                value_iteration)
 from llmcourse.gridworld import (BOOK_FIG_3_2, BOOK_FIG_3_5, BOOK_FIG_3_5_POLICY, BOOK_FIG_4_1, policy_arrows,
                                  random_mdp, sutton_barto_4x4, sutton_barto_5x5, uniform_policy)
-from llmcourse.gym_rollout import success_rate
+from llmcourse.frozen_lake import success_rate
 
 ONE_DECIMAL = 0.05 + 1e-9  # the book prints values to one decimal
 

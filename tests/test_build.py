@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse.build import BuildError, chapter_notebook, stale_chapters, stub_source
+from llmcourse.tooling.build import BuildError, chapter_notebook, stale_chapters, stub_source
 
 ROOT = Path(__file__).resolve().parents[1]
 

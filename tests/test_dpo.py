@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from llmcourse import dpo
 from llmcourse import taskworld as tw
-from llmcourse.logprobs import sequence_logprobs, target_mask, token_logprobs
+from llmcourse.logprobs import response_logprobs, sequence_logprobs, target_mask, token_logprobs
 from llmcourse.preferences import label_pairs, sample_pairs
 from llmcourse.sampling import pack_responses, prompt_ids
 from llmcourse.tokenizer import encode, special_id
@@ -118,8 +118,8 @@ def test_sequence_logprob_equals_the_shared_helpers(base):
     with torch.no_grad():
         mine = dpo.sequence_logprob(base(r.ids), r.ids, r.response_mask)
         shared = sequence_logprobs(token_logprobs(base, r.ids), target_mask(r.response_mask))
-        batched = dpo.response_logprobs(base, r)
-        average = dpo.response_logprobs(base, r, average=True)
+        batched = response_logprobs(base, r)
+        average = response_logprobs(base, r, average=True)
     assert torch.allclose(mine, shared, atol=1e-4) and torch.allclose(batched, shared, atol=1e-5)
     assert torch.allclose(average, shared / r.response_lens, atol=1e-5)
 
@@ -130,7 +130,7 @@ def test_padding_does_not_change_a_rows_logprob(base):
     both = dpo.pair_batch(pairs, [0, 1])                                 # chosen 0, chosen 1, rejected 0, rejected 1
     alone = dpo.pair_batch(pairs, [0])
     with torch.no_grad():
-        lp_both, lp_alone = dpo.response_logprobs(base, both), dpo.response_logprobs(base, alone)
+        lp_both, lp_alone = response_logprobs(base, both), response_logprobs(base, alone)
     assert torch.allclose(lp_both[[0, 2]], lp_alone, atol=1e-5)
     assert both.texts == [pairs.chosen_text[0], pairs.chosen_text[1], pairs.rejected_text[0], pairs.rejected_text[1]]
 
@@ -142,8 +142,8 @@ def test_pair_logprobs_are_the_models_own(base):
     pairs = _pairs_by_hand()
     ref_c, ref_r = dpo.pair_logprobs(base, pairs, batch_pairs=1)
     with torch.no_grad():
-        assert torch.allclose(ref_c, dpo.response_logprobs(base, pairs.chosen_responses()), atol=1e-5)
-        assert torch.allclose(ref_r, dpo.response_logprobs(base, pairs.rejected_responses()), atol=1e-5)
+        assert torch.allclose(ref_c, response_logprobs(base, pairs.chosen_responses()), atol=1e-5)
+        assert torch.allclose(ref_r, response_logprobs(base, pairs.rejected_responses()), atol=1e-5)
 
 
 def test_a_few_dpo_steps_raise_the_margin_and_leave_the_base_alone(base):

@@ -8,7 +8,6 @@ import torch
 
 from llmcourse import grpo, kl
 from llmcourse.checkpoint import load_base_model
-from llmcourse.logprobs import masked_mean
 
 
 def _log(*ratios: float) -> torch.Tensor:
@@ -172,19 +171,20 @@ def test_train_grpo_runs_every_variant_and_calls_the_learners_functions(base):
             calls[name] += 1
             return fn(*args, **kwargs)
         return wrapper
-    from llmcourse.rewards import group_advantages
-    for variant in (dict(aggregation="token", scale_rewards=False), dict(aggregation="dr_grpo", epochs=2, beta=0.04)):
+    from llmcourse.grpo import group_advantages
+    for variant in (dict(aggregation="token", scale_rewards=False, beta=0.0), dict(aggregation="dr_grpo", epochs=2)):
         h = grpo.train_grpo(copy.deepcopy(base), grpo.GRPOConfig(**TINY, **variant),
                             surrogate_fn=counted("surrogate", grpo.clipped_surrogate),
                             aggregate_fn=counted("aggregate", grpo.aggregate), kl_fn=counted("kl", kl.k3),
                             advantage_fn=counted("advantages", group_advantages))
         assert all(math.isfinite(x) for x in h["loss"])
-    assert calls == {"surrogate": 2 + 4, "aggregate": 2 + 4, "kl": 2 + 4, "advantages": 4}
+    # the KL estimator: once per update to log it, and in the loss of every step when β > 0 (the recipe's 0.04)
+    assert calls == {"surrogate": 2 + 4, "aggregate": 2 + 4, "kl": 2 + 2 * (1 + 2), "advantages": 4}
 
 
 def test_groups_with_equal_rewards_give_no_gradient():
     # every group all right (1.1) or all wrong (0): advantages 0, the surrogate is 0 with zero gradient
-    from llmcourse.rewards import group_advantages
+    from llmcourse.grpo import group_advantages
     adv = group_advantages(torch.tensor([1.1] * 4 + [0.0] * 4), n_samples=4)
     logp = torch.randn(8, 6, requires_grad=True)
     loss = grpo.grpo_loss(logp, logp.detach(), None, adv, torch.ones(8, 6, dtype=torch.bool))

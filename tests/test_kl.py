@@ -18,7 +18,7 @@ from llmcourse import kl
 from llmcourse.kl import ESTIMATORS, categorical_kl, k1, k2, k3, per_token_kl
 from llmcourse.logprobs import masked_mean, target_mask, token_logprobs
 from llmcourse.model import GPT, GPTConfig
-from llmcourse.notebook import torch_threads
+from llmcourse.runtime import torch_threads
 from llmcourse.sampling import sample_responses
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from llmcourse import ppo_rlhf as pr
-from llmcourse.checker import tiny_gpt
+from llmcourse.tooling.checker import tiny_gpt
 from llmcourse.reward_model import RewardModel
 
 MASK = torch.tensor([[False, False, True, True, True, False],
@@ -205,7 +205,7 @@ def test_memory_footprint():
 @pytest.fixture(scope="module")
 def short_run():
     from llmcourse.checkpoint import load_base_model
-    from llmcourse.notebook import torch_threads
+    from llmcourse.runtime import torch_threads
     from llmcourse.reward_model import load_reward_model
 
     with torch_threads(1):

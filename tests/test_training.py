@@ -12,8 +12,10 @@ from llmcourse.checkpoint import (BASE_MODEL_PATH, BASE_MODEL_SHA256, Checkpoint
                                   file_sha256, load_base_model, load_checkpoint)
 from llmcourse.sft import IGNORE, collate, encode_example, masked_cross_entropy, sft_targets
 from llmcourse.tokenizer import decode, special_id
-from llmcourse.train_base import draw_styles, pretraining_stream, sft_sampler
-from llmcourse.training import clip_grad_norm, get_batch, lr_at, next_token_loss
+from llmcourse.pretraining import pretraining_stream
+from llmcourse.sft import sft_sampler
+from llmcourse.taskworld import draw_styles
+from llmcourse.pretraining import clip_grad_norm, get_batch, lr_at, next_token_loss
 
 
 def test_lr_schedule_worked_values():
@@ -95,5 +97,5 @@ def test_damaged_or_missing_checkpoint_gives_a_clear_error(tmp_path):
         f.write(b"\x00\x01\x02")
     with pytest.raises(CheckpointError, match="sha256 mismatch"):
         load_checkpoint(bad, sha256=BASE_MODEL_SHA256)
-    with pytest.raises(CheckpointError, match="train_base"):
+    with pytest.raises(CheckpointError, match="base_model"):
         load_checkpoint(tmp_path / "nope.pt", sha256=BASE_MODEL_SHA256)

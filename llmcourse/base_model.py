@@ -1,6 +1,6 @@
 """Train the course's base model (pretraining, then SFT) and ship it as a checkpoint.
 
-    python -m llmcourse.train_base            # ~5 min on one CPU thread; writes llmcourse/data/base_model.pt
+    python -m llmcourse.base_model            # ~5 min on one CPU thread; writes llmcourse/data/base_model.pt
 
 Stage 1 pretrains on a packed stream of task transcripts (next-token loss on every token).
 Stage 2 fine-tunes on chat examples with the response-only loss mask. Both are seeded and run
@@ -27,16 +27,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from llmcourse import taskworld as tw
 from llmcourse.checkpoint import BASE_MODEL_PATH, file_sha256, save_checkpoint
 from llmcourse.evaluation import evaluate
 from llmcourse.model import GPT, GPTConfig
-from llmcourse.sft import collate, sft_loss
-from llmcourse.tokenizer import encode, get_encoding, special_id
-from llmcourse.training import TrainConfig, get_batch, next_token_loss, train
+from llmcourse.pretraining import TrainConfig, get_batch, next_token_loss, pretraining_stream, train
+from llmcourse.sft import finetune
+from llmcourse.tokenizer import get_encoding
 
 @dataclass
 class BaseRecipe:
@@ -60,40 +59,6 @@ class BaseRecipe:
     """Share of SFT examples whose response is reasoned: the style the model picks first is set here."""
 
 
-def draw_styles(n: int, reasoned_share: float, seed: int) -> list[str]:
-    """A seeded style for each of ``n`` documents: ``"reasoned"`` with probability ``reasoned_share``, else ``"bare"``."""
-    reasoned = np.random.default_rng(seed).random(n) < reasoned_share
-    return [tw.REASONED if r else tw.BARE for r in reasoned]
-
-
-def pretraining_stream(n_problems: int, seed: int, reasoned_share: float) -> torch.Tensor:
-    """(N,) long: transcripts of ``n_problems`` training problems in mixed styles, concatenated."""
-    problems = tw.sample_problems(n_problems, seed)
-    ids: list[int] = []
-    for p, style in zip(problems, draw_styles(n_problems, reasoned_share, seed)):
-        ids += encode(tw.transcript(p, style))
-    return torch.tensor(ids, dtype=torch.long)
-
-
-def encode_styled_example(p: tw.Problem, style: str) -> tuple[list[int], int]:
-    """Token ids of ``prompt + response(style) + EOS`` and the number of prompt tokens."""
-    prompt_ids = encode(tw.prompt(p))
-    return prompt_ids + encode(tw.response(p, style) + tw.EOS), len(prompt_ids)
-
-
-def sft_sampler(problems: list[tw.Problem], batch_size: int, seed: int, reasoned_share: float):
-    """``batch(step) -> (ids, prompt_lens)``: a seeded random batch of padded SFT examples in mixed styles."""
-    styles = draw_styles(len(problems), reasoned_share, seed)
-    examples = [encode_styled_example(p, s) for p, s in zip(problems, styles)]
-    pad = special_id(tw.PAD)
-    gen = torch.Generator().manual_seed(seed)
-
-    def batch(step: int) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = torch.randint(len(examples), (batch_size,), generator=gen).tolist()
-        return collate([examples[i] for i in rows], pad)
-    return batch
-
-
 def pretrain(model: GPT, recipe: BaseRecipe, progress: bool = True) -> dict[str, list[float]]:
     """Stage 1: next-token loss on random windows of the packed, mixed-style stream."""
     data = pretraining_stream(recipe.n_pretrain_problems, seed=recipe.seed + 100,
@@ -106,21 +71,14 @@ def pretrain(model: GPT, recipe: BaseRecipe, progress: bool = True) -> dict[str,
     return train(model, pretrain_loss, recipe.pretrain, progress=progress, desc="pretrain")
 
 
-def finetune(model: GPT, recipe: BaseRecipe, progress: bool = True) -> dict[str, list[float]]:
-    """Stage 2: SFT with the response-only mask on mixed-style chat examples."""
-    batch = sft_sampler(tw.sample_problems(recipe.n_sft_problems, seed=recipe.seed + 200),
-                        recipe.sft.batch_size, recipe.sft.seed, recipe.sft_reasoned_share)
-    pad = special_id(tw.PAD)
-    return train(model, lambda m, step: sft_loss(m, *batch(step), pad), recipe.sft, progress=progress, desc="sft")
-
-
 def train_base(recipe: BaseRecipe = BaseRecipe(), progress: bool = True) -> tuple[GPT, dict]:
-    """Stage 1 + Stage 2; returns the model and its metrics (`llmcourse.evaluation.evaluate`, losses, size)."""
+    """Stage 1 (pretraining) + Stage 2 (SFT, `llmcourse.sft.finetune`); returns the model and its metrics (`llmcourse.evaluation.evaluate`, losses, size)."""
     torch.manual_seed(recipe.seed)
     model = GPT(GPTConfig(vocab_size=get_encoding().n_vocab))
     t0 = time.perf_counter()
     h1 = pretrain(model, recipe, progress)
-    h2 = finetune(model, recipe, progress)
+    h2 = finetune(model, tw.sample_problems(recipe.n_sft_problems, seed=recipe.seed + 200), recipe.sft,
+                  reasoned_share=recipe.sft_reasoned_share, progress=progress)
     seconds = time.perf_counter() - t0
     metrics = {k: v for k, v in evaluate(model).items() if isinstance(v, (int, float, dict))}
     metrics.update(pretrain_loss=sum(h1["loss"][-50:]) / 50, sft_loss=sum(h2["loss"][-50:]) / 50,

@@ -15,8 +15,9 @@ import copy
 from dataclasses import replace
 
 from llmcourse.checkpoint import load_base_model
-from llmcourse.notebook import torch_threads
-from llmcourse.ppo_rlhf import PPOConfig, evaluate_with_rm, make_critic, train_ppo
+from llmcourse.runtime import torch_threads
+from llmcourse.evaluation import evaluate_with_rm
+from llmcourse.ppo_rlhf import PPOConfig, make_critic, train_ppo
 from llmcourse.reward_model import load_reward_model
 
 SEEDS = (0, 1, 2)

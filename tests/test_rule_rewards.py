@@ -12,11 +12,12 @@ import math
 import pytest
 import torch
 
-from llmcourse import rewards
+from llmcourse import rule_rewards as rule_rewards_module
 from llmcourse import taskworld as tw
 from llmcourse.checkpoint import load_base_model
-from llmcourse.notebook import torch_threads
-from llmcourse.rewards import group_advantages, rule_rewards
+from llmcourse.runtime import torch_threads
+from llmcourse.grpo import group_advantages
+from llmcourse.rule_rewards import rule_rewards
 from llmcourse.sampling import pack_responses, sample_responses
 from llmcourse.tokenizer import encode, special_id
 
@@ -149,5 +150,5 @@ def test_bad_group_sizes_are_refused():
 
 
 def test_docstring_examples():
-    result = doctest.testmod(rewards)
+    result = doctest.testmod(rule_rewards_module)
     assert result.attempted > 0 and result.failed == 0

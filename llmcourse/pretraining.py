@@ -14,12 +14,14 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
+from llmcourse import taskworld as tw
 from llmcourse.model import GPT
+from llmcourse.tokenizer import encode
 
 
 @dataclass
@@ -56,6 +58,15 @@ def next_token_loss(logits: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- data loading
+
+
+def pretraining_stream(n_problems: int, seed: int, reasoned_share: float) -> torch.Tensor:
+    """(N,) long: transcripts of ``n_problems`` training problems in mixed styles (`taskworld.draw_styles`), concatenated."""
+    problems = tw.sample_problems(n_problems, seed)
+    ids: list[int] = []
+    for p, style in zip(problems, tw.draw_styles(n_problems, reasoned_share, seed)):
+        ids += encode(tw.transcript(p, style))
+    return torch.tensor(ids, dtype=torch.long)
 
 
 def get_batch(data: torch.Tensor, batch_size: int, block_size: int,

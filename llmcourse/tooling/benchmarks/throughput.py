@@ -11,8 +11,8 @@ import time
 import torch
 
 from llmcourse.model import GPT, GPTConfig
-from llmcourse.notebook import torch_threads
-from llmcourse.training import TrainConfig, configure_optimizer, next_token_loss
+from llmcourse.runtime import torch_threads
+from llmcourse.pretraining import TrainConfig, configure_optimizer, next_token_loss
 
 
 def tokens_per_second(threads: int, steps: int = 15, batch_size: int = 32) -> float:

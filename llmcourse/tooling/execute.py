@@ -17,7 +17,7 @@ def execute(path: Path, save: bool = False, timeout_s: int = 600) -> float:
     ``sys.executable``). With ``save=True`` the outputs are written back: this is how the
     solutions' outputs are recorded.
     """
-    from llmcourse.build import dumps
+    from llmcourse.tooling.build import dumps
 
     path = Path(path)
     nb = nbformat.read(path, as_version=4)

@@ -1,8 +1,7 @@
 """DPO and DPO + SFT (RPO) on pairs sampled from the base model: chapter 08's runs over seeds 0/1/2.
 
-Per seed: 1,000 training problems (`taskworld.sample_problems(1000, seed=800 + seed)`), each answered
-twice by the base model and labelled by the rules (`preferences.sample_pairs`, about 440 pairs), then
-chapter 08's budget: 40 steps of 32 pairs, β = 0.1, AdamW lr 1e-4, plain DPO and RPO (α = 1) from the
+Per seed: chapter 08's pairs (`dpo.chapter_pairs`: 1,000 training problems, each answered twice by the base
+model and labelled by the rules, about 440 pairs), then chapter 08's budget (`DPOConfig`'s defaults): 40 steps of 32 pairs, β = 0.1, AdamW lr 1e-4, plain DPO and RPO (α = 1) from the
 same base model on the same pairs. The held-out evaluation (`evaluate(model, k=4)`) runs every 10
 steps (the notebook: every 20; evaluating does not change the training run), with the mean log-prob of
 all the training pairs' chosen and rejected responses.
@@ -12,22 +11,14 @@ from __future__ import annotations
 
 import torch
 
-from llmcourse import taskworld as tw
+from dataclasses import replace
+
 from llmcourse.checkpoint import load_base_model
-from llmcourse.dpo import DPOConfig, measured_run
-from llmcourse.model import GPT
-from llmcourse.notebook import torch_threads
-from llmcourse.preferences import PreferencePairs, sample_pairs
+from llmcourse.dpo import RPO_ALPHA, DPOConfig, chapter_pairs, measured_run
+from llmcourse.runtime import torch_threads
 
 SEEDS = (0, 1, 2)
-N_PROBLEMS = 1000
-CONFIG = DPOConfig(steps=40, batch_pairs=32, beta=0.1, lr=1e-4, eval_every=10)
-RPO_ALPHA = 1.0
-
-
-def chapter_pairs(base: GPT, seed: int) -> PreferencePairs:
-    """Chapter 08's preference pairs for ``seed``: the base model's answers to 1,000 training problems."""
-    return sample_pairs(base, tw.sample_problems(N_PROBLEMS, seed=800 + seed), seed=seed)
+CONFIG = DPOConfig(eval_every=10)
 
 
 def _pct(x: float) -> str:
@@ -46,7 +37,7 @@ def run() -> list[str]:
             pairs = chapter_pairs(base, seed)
             start = None
             for name, alpha in (("DPO", 0.0), ("RPO", RPO_ALPHA)):
-                cfg = DPOConfig(**{**CONFIG.__dict__, "rpo_alpha": alpha, "seed": seed})
+                cfg = replace(CONFIG, rpo_alpha=alpha, seed=seed)
                 torch.manual_seed(seed)
                 _, h, evals = measured_run(base, pairs, cfg, start=start)
                 start = evals[0]

@@ -13,7 +13,7 @@ import torch
 
 from llmcourse import taskworld as tw
 from llmcourse.checkpoint import load_base_model
-from llmcourse.notebook import torch_threads
+from llmcourse.runtime import torch_threads
 from llmcourse.preferences import PreferencePairs
 from llmcourse.reward_model import (RewardConfig, RewardModel, evaluate_pairs, held_out_pairs, pair_scores,
                                     pairwise_accuracy, train_reward_model, training_pairs)

@@ -4,7 +4,7 @@ Each method trains a fresh copy of the shipped base model with its chapter's rec
 thread): LoRA SFT on reasoned responses (chapter 06: rank 4, 20 steps, lr 3e-3), plain DPO and DPO
 with the SFT term (RPO, chapter 08: 40 steps × 32 of the base model's own rule-labelled pairs),
 PPO against the shipped reward model (chapter 09: `PPOConfig()`), and GRPO with rule rewards
-(chapter 10: its recipe, `benchmarks.grpo_variants.RECIPE`, lr 2e-4 and β 0.04). Then every model answers the 256 held-out problems: greedily once and
+(chapter 10: its recipe, `grpo.RECIPE`, lr 2e-4 and β 0.04). Then every model answers the 256 held-out problems: greedily once and
 16 times at temperature 1 (sampled accuracy is pass@1 over those 16; pass@16 is the share of
 problems with at least one right answer among them). The KL to the base model is the exact
 categorical KL summed over the tokens of the model's own sampled responses (4 per problem), in
@@ -18,48 +18,31 @@ import copy
 import time
 from dataclasses import replace
 
-import torch
 
 from llmcourse import taskworld as tw
-from llmcourse.benchmarks.grpo_variants import RECIPE as GRPO_RECIPE
-from llmcourse.benchmarks.lora import finetune as lora_finetune
 from llmcourse.checkpoint import load_base_model
-from llmcourse.dpo import DPOConfig, train_dpo
-from llmcourse.evaluation import evaluate
+from llmcourse.dpo import RPO_ALPHA, DPOConfig, chapter_pairs, train_dpo
+from llmcourse.evaluation import evaluate, kl_to_model
+from llmcourse.grpo import RECIPE as GRPO_RECIPE
 from llmcourse.grpo import train_grpo
-from llmcourse.kl import categorical_kl
-from llmcourse.logprobs import masked_sum, target_mask
+from llmcourse.lora import sft_run
 from llmcourse.model import GPT
-from llmcourse.notebook import torch_threads
 from llmcourse.ppo_rlhf import PPOConfig, make_critic, train_ppo
-from llmcourse.preferences import sample_pairs
 from llmcourse.reward_model import load_reward_model
-from llmcourse.sampling import sample_responses
+from llmcourse.runtime import torch_threads
 
 K = 16
 """Samples per held-out problem for sampled accuracy and pass@k."""
 
 
-@torch.no_grad()
-def kl_to_base(model: GPT, base: GPT, n_samples: int = 4, seed: int = 0) -> float:
-    """Mean over the model's sampled held-out responses of Σ_t KL(π(·|prefix) ‖ π_base(·|prefix)), in nats."""
-    problems = list(tw.eval_problems())
-    g = torch.Generator().manual_seed(seed)
-    r = sample_responses(model, problems, n_samples, generator=g)
-    mask = target_mask(r.response_mask)                                 # (B, T-1)
-    kl = torch.cat([categorical_kl(model(r.ids[i:i + 256, :-1]).float(), base(r.ids[i:i + 256, :-1]).float())
-                    for i in range(0, len(r), 256)])                    # (B, T-1)
-    return masked_sum(kl, mask, dim=1).mean().item()
-
-
 def _train_all(base: GPT) -> dict[str, tuple[GPT, float]]:
     models: dict[str, tuple[GPT, float]] = {"base model": (base, 0.0)}
-    model, seconds = lora_finetune(rank=4, lr=3e-3, seed=0)
-    models["LoRA SFT (ch. 06)"] = (model, seconds)
-    pairs = sample_pairs(base, tw.sample_problems(1000, seed=800), seed=0)
-    for name, alpha in (("DPO (ch. 08)", 0.0), ("DPO + SFT, RPO (ch. 08)", 1.0)):
+    model, h = sft_run(rank=4, lr=3e-3, seed=0)
+    models["LoRA SFT (ch. 06)"] = (model, h["seconds"][0])
+    pairs = chapter_pairs(base, seed=0)
+    for name, alpha in (("DPO (ch. 08)", 0.0), ("DPO + SFT, RPO (ch. 08)", RPO_ALPHA)):
         model = copy.deepcopy(base)
-        h = train_dpo(model, pairs, DPOConfig(steps=40, batch_pairs=32, beta=0.1, lr=1e-4, rpo_alpha=alpha, seed=0))
+        h = train_dpo(model, pairs, DPOConfig(rpo_alpha=alpha, seed=0))
         models[name] = (model, h["seconds"][0])
     rm = load_reward_model()
     actor = copy.deepcopy(base)
@@ -81,7 +64,7 @@ def run() -> list[str]:
                  f"{'method':<28} {'greedy':>7} {'sampled':>8} {'format':>7} {'pass@16':>8} {'KL':>6} {'train s':>8}"]
         for name, (model, seconds) in models.items():
             ev = evaluate(model, k=K)
-            kl = kl_to_base(model, base) if model is not base else 0.0
+            kl = kl_to_model(model, base) if model is not base else 0.0
             lines.append(f"{name:<28} {100 * ev['greedy_accuracy']:6.1f}% {100 * ev['sampled_accuracy']:7.1f}% "
                          f"{100 * ev['format_rate']:6.1f}% {100 * ev['pass_at_k']:7.1f}% {kl:6.2f} {seconds:8.1f}")
         lines.append(f"(all training and evaluation: {time.perf_counter() - start:.0f} s)")

@@ -1,6 +1,6 @@
 """Chapter 10's GRPO recipe and the variants the field argues about, over 3 seeds: accuracy, format, pass@k, time.
 
-The recipe (`RECIPE`, the notebook's run): 40 updates of 16 training problems × 8 samples, lr 2e-4, the clipped
+The recipe (`llmcourse.grpo.RECIPE`, the notebook's run): 40 updates of 16 training problems × 8 samples, lr 2e-4, the clipped
 surrogate with ε = 0.2, β = 0.04 times the k3 KL to the base model, advantages divided by the group's std and
 the loss averaged per sequence (GRPO as published), one optimizer step per batch (μ = 1). Each variant changes
 one thing: no std and Dr. GRPO's constant divisor (Liu et al. 2025), DAPO's per-token average (Yu et al. 2025),
@@ -15,13 +15,12 @@ from dataclasses import replace
 import torch
 
 from llmcourse.checkpoint import load_base_model
-from llmcourse.evaluation import evaluate
-from llmcourse.grpo import GRPOConfig, pass_at_k_curve, train_grpo
-from llmcourse.notebook import torch_threads
+from llmcourse.evaluation import evaluate, pass_at_k_curve
+from llmcourse.grpo import RECIPE, train_grpo
+from llmcourse.runtime import torch_threads
 
 SEEDS = (0, 1, 2)
 K = 16
-RECIPE = GRPOConfig(updates=40, prompts_per_update=16, samples_per_prompt=8, lr=2e-4, beta=0.04)
 VARIANTS = {
     "GRPO (recipe)": RECIPE,
     "Dr. GRPO: no std, sum / (B·48)": replace(RECIPE, scale_rewards=False, aggregation="dr_grpo"),

@@ -13,7 +13,7 @@ import torch
 
 from llmcourse.kv_cache import generate
 from llmcourse.model import GPT, GPTConfig
-from llmcourse.notebook import torch_threads
+from llmcourse.runtime import torch_threads
 
 LENGTHS = (128, 512, 1024)
 VARIANTS = ("none", "concat", "prealloc")

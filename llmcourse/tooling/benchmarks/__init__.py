@@ -1,7 +1,8 @@
 """The benchmark command: per-notebook wall time, then each chapter's own measurements.
 
-A chapter adds measurements by putting a module in ``llmcourse/benchmarks/`` with a
-function ``run() -> list[str]`` that measures and returns the lines to print.
+A chapter adds measurements by putting a module in this package with a
+function ``run() -> list[str]`` that measures and returns the lines to print, and a fast smoke test
+in ``tests/test_benchmarks.py``.
 Timings are measured on whatever machine runs this; compare ratios within one run.
 """
 
@@ -24,7 +25,7 @@ def _machine() -> str:
 
 
 def run_all(root: Path, only: str = "", notebooks: bool = True, extra: bool = True) -> int:
-    from llmcourse.notebook_runner import execute
+    from llmcourse.tooling.execute import execute
 
     print(f"# llmcourse benchmark — {_machine()}", flush=True)
     if notebooks:
@@ -41,12 +42,10 @@ def run_all(root: Path, only: str = "", notebooks: bool = True, extra: bool = Tr
                     secs = f"FAILED ({type(exc).__name__})"
                 print(f"{name:<48} {secs}", flush=True)
     if extra:
-        from llmcourse import benchmarks
-
-        for mod in pkgutil.iter_modules(benchmarks.__path__):
+        for mod in pkgutil.iter_modules(__path__):
             if only and only not in mod.name:
                 continue
-            module = importlib.import_module(f"llmcourse.benchmarks.{mod.name}")
+            module = importlib.import_module(f"llmcourse.tooling.benchmarks.{mod.name}")
             print(f"\n## {mod.name}: {(module.__doc__ or '').strip().splitlines()[0]}", flush=True)
             start = time.perf_counter()
             for line in module.run():

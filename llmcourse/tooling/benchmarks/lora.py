@@ -1,7 +1,7 @@
 """LoRA at ranks 1, 2, 4, 8 against full fine-tuning, same budget (chapter 06's experiment, 3 seeds).
 
-Each run fine-tunes a fresh copy of the base model with SFT on reasoned responses only
-(`train_base.sft_sampler(..., reasoned_share=1.0)`, `sft.sft_loss`): 20 AdamW steps of 32
+Each run is `llmcourse.lora.sft_run`: it fine-tunes a fresh copy of the base model with SFT on reasoned responses
+only (`llmcourse.sft.finetune`, the chapter's `lora.sft_config`): 20 AdamW steps of 32
 examples, warmup 4 steps then cosine decay to a tenth of the peak, no weight decay. Full
 fine-tuning trains every parameter at a peak lr of 3e-4; LoRA adapts every linear layer of the
 blocks with α = 2r at 3e-3 (each method's learning rate from a small sweep, chapter 06). The
@@ -11,41 +11,15 @@ held-out greedy accuracy.
 
 from __future__ import annotations
 
-import time
-
 import torch
 
-from llmcourse import taskworld as tw
 from llmcourse.checkpoint import load_base_model
 from llmcourse.evaluation import evaluate
-from llmcourse.lora import count_params, count_trainable, inject_lora
-from llmcourse.notebook import torch_threads
-from llmcourse.sft import sft_loss
-from llmcourse.tokenizer import special_id
-from llmcourse.train_base import sft_sampler
-from llmcourse.training import TrainConfig, train
+from llmcourse.lora import RUNS, WATCH, count_params, count_trainable, sft_run
+from llmcourse.runtime import torch_threads
 
 SEEDS = (0, 1, 2)
-WATCH = "blocks.1.mlp.c_fc"                                           # the layer whose update chapter 06 plots
 SWEEP = ((None, 1e-4), (None, 1e-3), (None, 3e-3), (4, 1e-3), (4, 1e-2))   # other learning rates, seed 0
-RUNS = (("full FT", None, 3e-4), ("LoRA r=1", 1, 3e-3), ("LoRA r=2", 2, 3e-3), ("LoRA r=4", 4, 3e-3),
-        ("LoRA r=8", 8, 3e-3))
-
-
-def finetune(rank: int | None, lr: float, seed: int, steps: int = 20):
-    """SFT on reasoned responses of a fresh base model: full fine-tuning if ``rank`` is None, else LoRA."""
-    torch.manual_seed(seed)
-    model = load_base_model()
-    if rank is not None:
-        inject_lora(model, r=rank, alpha=2 * rank)
-    problems = tw.sample_problems(2000, seed=600)                       # the chapter's training problems
-    batch = sft_sampler(problems, 32, seed=seed, reasoned_share=1.0)
-    cfg = TrainConfig(steps=steps, batch_size=32, max_lr=lr, min_lr=lr / 10, warmup_steps=4, seed=seed,
-                      weight_decay=0.0)
-    pad = special_id(tw.PAD)
-    start = time.perf_counter()
-    train(model, lambda m, s: sft_loss(m, *batch(s), pad), cfg, progress=False)
-    return model, time.perf_counter() - start
 
 
 def run() -> list[str]:
@@ -62,7 +36,7 @@ def run() -> list[str]:
         for name, rank, lr in RUNS:
             cells, secs = [], []
             for seed in SEEDS:
-                model, sec = finetune(rank, lr, seed)
+                model, history = sft_run(rank, lr, seed)
                 e = evaluate(model, k=0)
                 if rank is None:
                     delta = (model.get_submodule(WATCH).weight - base.get_submodule(WATCH).weight).detach()
@@ -70,7 +44,7 @@ def run() -> list[str]:
                     energy.append(((s[:8] ** 2).sum() / (s ** 2).sum()).item())
                 acc.setdefault(name, []).append(e["greedy_accuracy"])
                 cells.append(f"{100 * e['greedy_accuracy']:5.1f}% / {100 * e['greedy_format_rate']:5.1f}%")
-                secs.append(sec)
+                secs.append(history["seconds"][0])
                 trainable = count_trainable(model)
             gap = min(a - f for a, f in zip(acc[name], acc["full FT"])) if name != "full FT" else 0.0
             share = f"{trainable:,} ({100 * trainable / n_base:.1f}%)"
@@ -82,7 +56,7 @@ def run() -> list[str]:
                      + ", ".join(f"{100 * x:.0f}%" for x in energy) + " of ||dW||^2 (seeds " + ", ".join(map(str, SEEDS)) + ")")
         sweep = []
         for rank, lr in SWEEP:
-            model, _ = finetune(rank, lr, seed=0)
+            model, _ = sft_run(rank, lr, seed=0)
             sweep.append(f"{'full FT' if rank is None else f'LoRA r={rank}'} at {lr:g}: "
                          f"{100 * evaluate(model, k=0)['greedy_accuracy']:.1f}%")
         lines.append("other peak learning rates (seed 0, greedy accuracy): " + "; ".join(sweep))

@@ -1,1 +1,0 @@
-"""Chapter benchmarks: each module has `run() -> list[str]` (see llmcourse/bench.py)."""
