@@ -72,7 +72,8 @@ def pretrain(model: GPT, recipe: BaseRecipe, progress: bool = True) -> dict[str,
 
 
 def train_base(recipe: BaseRecipe = BaseRecipe(), progress: bool = True) -> tuple[GPT, dict]:
-    """Stage 1 (pretraining) + Stage 2 (SFT, `llmcourse.sft.finetune`); returns the model and its metrics (`llmcourse.evaluation.evaluate`, losses, size)."""
+    """Stage 1 (pretraining) + Stage 2 (SFT, `llmcourse.sft.finetune`); returns the model and its metrics
+    (`llmcourse.evaluation.evaluate`, losses, size)."""
     torch.manual_seed(recipe.seed)
     model = GPT(GPTConfig(vocab_size=get_encoding().n_vocab))
     t0 = time.perf_counter()

@@ -22,6 +22,8 @@ loop uses the very same window, so all variants stay token-for-token identical.
 
 from __future__ import annotations
 
+import time
+
 import torch
 
 from llmcourse.model import GPT, attention
@@ -194,8 +196,6 @@ def generate_greedy_cached(model: GPT, idx: torch.Tensor, max_new_tokens: int, c
 @torch.no_grad()
 def step_times(model: GPT, idx: torch.Tensor, max_new_tokens: int, cache: str) -> list[float]:
     """Wall seconds of each generation step (greedy, within the context): for the time-per-token plot."""
-    import time
-
     kv = make_cache(cache, model, idx.size(0))
     times = []
     logits = model(idx, kv)[:, -1]

@@ -41,6 +41,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from llmcourse import taskworld as tw
 from llmcourse.evaluation import response_stats
@@ -276,8 +277,6 @@ def train_ppo(actor: GPT, critic: RewardModel, rm: RewardModel, cfg: PPOConfig, 
     ½ (log ρ)², the clip fraction, the critic's explained variance (before its updates), the entropy,
     the mean response length, the losses; and ``seconds`` (training time, ``on_eval`` not counted).
     """
-    from tqdm.auto import tqdm
-
     ref = make_reference(actor) if ref is None else ref
     rm.eval().requires_grad_(False)
     device = next(actor.parameters()).device

@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from llmcourse import taskworld as tw
 from llmcourse.model import GPT
@@ -129,8 +130,6 @@ def train(model: GPT, loss_fn: Callable[[GPT, int], torch.Tensor], cfg: TrainCon
 
     Returns the history: ``loss``, ``lr``, ``grad_norm`` (before clipping) per step, ``tokens_per_s``.
     """
-    from tqdm.auto import tqdm
-
     opt = configure_optimizer(model, cfg)
     params = [p for p in model.parameters() if p.requires_grad]
     history: dict[str, list[float]] = {"loss": [], "lr": [], "grad_norm": []}

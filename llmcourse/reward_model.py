@@ -43,11 +43,14 @@ from typing import Callable
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from llmcourse import taskworld as tw
+from llmcourse.checkpoint import file_sha256, load_base_model, load_verified
 from llmcourse.model import GPT, GPTConfig, position_ids
 from llmcourse.preferences import PreferencePairs, sample_pairs
 from llmcourse.run_log import RunLog
+from llmcourse.runtime import torch_threads
 from llmcourse.sampling import Responses
 from llmcourse.tokenizer import special_id
 
@@ -212,8 +215,6 @@ def train_reward_model(rm: RewardModel, pairs: PreferencePairs, cfg: RewardConfi
     rejected responses in one forward pass (``read_fn(rm.values(ids), mask)``, the score at the last
     real token), and takes an AdamW step on ``loss_fn(chosen, rejected)``.
     """
-    from tqdm.auto import tqdm
-
     device = next(rm.parameters()).device
     g = torch.Generator().manual_seed(cfg.seed)
     opt = torch.optim.AdamW(rm.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.95))
@@ -297,8 +298,6 @@ def save_reward_model(rm: RewardModel, path: Path, metrics: dict, cfg: RewardCon
 def load_reward_model(device: str | torch.device = "cpu", path: Path = REWARD_MODEL_PATH,
                       sha256: str | None = REWARD_MODEL_SHA256) -> RewardModel:
     """The course's trained reward model, checksum-verified, in eval mode."""
-    from llmcourse.checkpoint import load_verified
-
     blob = load_verified(path, sha256, "python -m llmcourse.reward_model", what="reward model")
     rm = RewardModel(GPT(GPTConfig(**blob["config"])))
     rm.load_state_dict({**blob["state_dict"], "body.lm_head.weight": blob["state_dict"]["body.wte.weight"]})
@@ -312,9 +311,6 @@ def reward_model_metrics(path: Path = REWARD_MODEL_PATH) -> dict:
 
 def main() -> None:
     """Rebuild ``llmcourse/data/reward_model.pt`` from the shipped base model (one thread, deterministic)."""
-    from llmcourse.checkpoint import file_sha256, load_base_model
-    from llmcourse.runtime import torch_threads
-
     cfg = RewardConfig()
     with torch_threads(1):
         rm, metrics = build_reward_model(load_base_model(), cfg)

@@ -1,4 +1,4 @@
-"""Plots used across chapters: value heatmaps with policy arrows, convergence curves."""
+"""Plots of chapter 01's dynamic programming: value heatmaps with policy arrows, convergence curves."""
 
 from __future__ import annotations
 

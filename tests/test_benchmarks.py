@@ -1,0 +1,82 @@
+"""Every benchmark runs: each `run()` at a toy size (one seed, a few problems, one or two steps).
+
+The benchmarks themselves take minutes to an hour (`python -m llmcourse bench`); these smoke tests shrink
+their settings where the benchmark reads them (its module's constants and the configs it builds) and
+check that the report comes out. What the benchmarks measure is asserted by the chapters' claims and the
+unit tests, not here.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import replace
+from functools import partial
+
+import pytest
+
+from llmcourse import taskworld as tw
+from llmcourse.tooling import benchmarks
+
+FEW = tw.eval_problems()[:6]
+
+
+def _small_pairs(base, seed=0):
+    from llmcourse.preferences import sample_pairs
+    return sample_pairs(base, tw.sample_problems(24, seed=800 + seed), seed=seed)
+
+
+def _shrink(name: str, mod, mp: pytest.MonkeyPatch) -> None:
+    """Toy settings for benchmark ``name``, patched where its module reads them."""
+    if hasattr(mod, "SEEDS"):
+        mp.setattr(mod, "SEEDS", (0,))
+    tiny_grpo = dict(updates=1, prompts_per_update=2, samples_per_prompt=2)
+    if name == "cartpole_ppo":
+        mp.setattr(mod, "PPOConfig", partial(mod.PPOConfig, total_timesteps=1024))
+    elif name == "kv_cache":
+        mp.setattr(mod, "LENGTHS", (8,))
+    elif name == "throughput":
+        mp.setattr(mod, "tokens_per_second", partial(mod.tokens_per_second, steps=1, batch_size=2))
+    elif name == "grpo":
+        mp.setattr(mod, "PLAIN", replace(mod.PLAIN, **tiny_grpo))
+    elif name == "grpo_variants":
+        mp.setattr(mod, "VARIANTS", {k: replace(v, **tiny_grpo) for k, v in list(mod.VARIANTS.items())[:2]})
+        mp.setattr(mod, "K", 2)
+        mp.setattr(mod, "KS", (1, 2))
+    elif name == "lora":
+        mp.setattr(mod, "RUNS", mod.RUNS[:2])
+        mp.setattr(mod, "SWEEP", mod.SWEEP[:1])
+        mp.setattr(mod, "sft_run", partial(mod.sft_run, steps=1))
+    elif name == "dpo":
+        mp.setattr(mod, "CONFIG", replace(mod.CONFIG, steps=2, batch_pairs=4, eval_every=1))
+        mp.setattr(mod, "chapter_pairs", _small_pairs)
+    elif name == "reward_model":
+        mp.setattr(mod, "RewardConfig", partial(mod.RewardConfig, n_problems=16, steps=2, batch_size=4))
+    elif name == "ppo_rlhf":
+        mp.setattr(mod, "PPOConfig", partial(mod.PPOConfig, rollouts=1, prompts_per_rollout=4))
+    elif name == "comparison":
+        mp.setattr(mod, "sft_run", partial(mod.sft_run, steps=1))
+        mp.setattr(mod, "chapter_pairs", _small_pairs)
+        mp.setattr(mod, "DPOConfig", partial(mod.DPOConfig, steps=1, batch_pairs=4))
+        mp.setattr(mod, "PPOConfig", partial(mod.PPOConfig, rollouts=1, prompts_per_rollout=4))
+        mp.setattr(mod, "GRPO_RECIPE", replace(mod.GRPO_RECIPE, **tiny_grpo))
+        mp.setattr(mod, "K", 2)
+    else:
+        raise AssertionError(f"benchmark {name!r} has no smoke settings: add them here")
+
+
+NAMES = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_benchmark_runs_at_toy_size(name, monkeypatch):
+    mod = importlib.import_module(f"llmcourse.tooling.benchmarks.{name}")
+    monkeypatch.setattr(tw, "eval_problems", lambda cfg=None: FEW)       # every held-out evaluation: 6 problems
+    _shrink(name, mod, monkeypatch)
+    lines = mod.run()
+    assert isinstance(lines, list) and len(lines) >= 2 and all(isinstance(x, str) for x in lines)
+
+
+def test_every_benchmark_is_smoke_tested():
+    assert set(NAMES) == {"cartpole_ppo", "comparison", "dpo", "grpo", "grpo_variants", "kv_cache", "lora",
+                          "ppo_rlhf", "reward_model", "throughput"}

@@ -1,0 +1,111 @@
+"""Each experiment's settings live in one place: the notebooks and the benchmarks run the package's recipes.
+
+A chapter's run and its benchmark must not drift apart. Two checks hold that:
+- the solution notebooks never re-type a setting of a benchmarked run: where they build one of its configs
+  (or `replace` one), they may set only what does not change the run's recipe (the seed, how often to
+  evaluate, which of the chapter's named variants);
+- the benchmarks and the final comparison train with the package's recipe objects, checked by recording
+  the configs they pass to the training functions.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from llmcourse import dpo, grpo, lora, ppo_rlhf
+
+ROOT = Path(__file__).resolve().parents[1]
+
+BENCHMARKED = {"PPOConfig", "DPOConfig", "GRPOConfig", "RewardConfig"}
+"""Configs of runs that a benchmark measures (chapters 03, 07, 08, 09, 10)."""
+
+FREE = {"seed", "eval_every", "rpo_alpha"}
+"""What a notebook may set on such a config: not part of the recipe."""
+
+DEMOS = {("07_reward_models.ipynb", "RewardConfig"): {"steps"}}
+"""Shortened live demos of a shipped recipe (the shipped model is loaded right after)."""
+
+
+def _calls(nb_path: Path):
+    nb = json.loads(nb_path.read_text(encoding="utf-8"))
+    for cell in nb["cells"]:
+        if cell["cell_type"] != "code":
+            continue
+        src = "".join(cell["source"])
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.Call):
+                yield node
+
+
+def _settings_typed_in(nb_path: Path) -> list[str]:
+    found = []
+    for call in _calls(nb_path):
+        name = ast.unparse(call.func).split(".")[-1]
+        if name in BENCHMARKED:
+            allowed = FREE | DEMOS.get((nb_path.name, name), set())
+            if call.args:
+                found.append(f"{ast.unparse(call)} (positional settings)")
+            found += [f"{ast.unparse(call)}: {kw.arg}" for kw in call.keywords if kw.arg not in allowed]
+        elif name == "replace":
+            found += [f"{ast.unparse(call)}: {kw.arg}" for kw in call.keywords if kw.arg not in FREE]
+    return found
+
+
+@pytest.mark.parametrize("nb_path", sorted((ROOT / "solutions").glob("*.ipynb")), ids=lambda p: p.name)
+def test_notebooks_do_not_retype_a_benchmarked_recipe(nb_path):
+    typed = _settings_typed_in(nb_path)
+    assert not typed, (f"{nb_path.name} sets recipe settings that its benchmark reads from the package; "
+                       f"change the recipe in llmcourse instead: {typed}")
+
+
+def test_the_check_sees_a_retyped_setting(tmp_path):
+    nb = {"cells": [{"cell_type": "code", "source": "cfg = replace(RECIPE, lr=1e-3)\nc = DPOConfig(beta=0.2, seed=1)"}]}
+    path = tmp_path / "08_dpo.ipynb"
+    path.write_text(json.dumps(nb))
+    assert len(_settings_typed_in(path)) == 2
+
+
+def test_benchmarks_use_the_package_recipes():
+    from llmcourse.tooling.benchmarks import dpo as dpo_bench
+    from llmcourse.tooling.benchmarks import grpo as grpo_bench
+    from llmcourse.tooling.benchmarks import grpo_variants, lora as lora_bench
+    assert grpo_variants.VARIANTS["GRPO (recipe)"] is grpo.RECIPE
+    assert all(replace(v, **{f: getattr(grpo.RECIPE, f) for f in ("scale_rewards", "aggregation", "epochs")}) == grpo.RECIPE
+               for v in grpo_variants.VARIANTS.values())                 # each variant changes one thing only
+    assert grpo_bench.PLAIN is grpo.PLAIN
+    assert dpo_bench.CONFIG == replace(dpo.DPOConfig(), eval_every=10)    # evaluating does not change the run
+    assert lora_bench.RUNS is lora.RUNS and lora_bench.sft_run is lora.sft_run
+    assert grpo.RECIPE == grpo.GRPOConfig() and dpo.DPOConfig().steps == 40
+
+
+def test_the_comparison_trains_each_method_with_its_chapters_recipe(monkeypatch):
+    from llmcourse.tooling.benchmarks import comparison as cmp
+    seen: dict[str, list] = {}
+
+    def record(name, result):
+        def fake(*args, **kwargs):
+            seen.setdefault(name, []).append((args, kwargs))
+            return result
+        return fake
+    done = {"seconds": [0.0]}
+    monkeypatch.setattr(cmp, "sft_run", record("sft_run", ("lora model", done)))
+    monkeypatch.setattr(cmp, "chapter_pairs", record("chapter_pairs", "pairs"))
+    monkeypatch.setattr(cmp, "train_dpo", record("train_dpo", done))
+    monkeypatch.setattr(cmp, "train_ppo", record("train_ppo", done))
+    monkeypatch.setattr(cmp, "train_grpo", record("train_grpo", done))
+    monkeypatch.setattr(cmp, "load_reward_model", lambda: "rm")
+    monkeypatch.setattr(cmp, "make_critic", lambda rm: "critic")
+    monkeypatch.setattr(cmp.copy, "deepcopy", lambda x: x)
+    cmp._train_all("base")
+    (args, kwargs), = seen["sft_run"]
+    assert ("LoRA r=4", kwargs["rank"], kwargs["lr"]) in lora.RUNS and kwargs.get("steps", 20) == 20
+    assert seen["chapter_pairs"] == [(("base",), {"seed": 0})]
+    assert [a[2] for a, _ in seen["train_dpo"]] == [dpo.DPOConfig(seed=0), dpo.DPOConfig(rpo_alpha=dpo.RPO_ALPHA, seed=0)]
+    assert seen["train_ppo"][0][0][3] == ppo_rlhf.PPOConfig(seed=0)
+    assert seen["train_grpo"][0][0][1] == grpo.RECIPE
+
