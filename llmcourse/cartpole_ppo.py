@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from llmcourse import kl
-from llmcourse.notebook import torch_threads
+from llmcourse.runtime import torch_threads
 from llmcourse.policy_gradient import gae as gae_reference
 
 
