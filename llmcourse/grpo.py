@@ -1,4 +1,4 @@
-"""GRPO: group-relative policy optimisation with rule rewards, a clipped token-level surrogate and a k3 KL.
+"""GRPO: group-relative policy optimisation with rule rewards, a clipped token-level surrogate and a KL penalty.
 
 GRPO (Shao et al. 2024, "DeepSeekMath", §4.1, eq. 3) is PPO without a critic. For each prompt q it samples a
 *group* of G responses o_1 … o_G from the policy as it was before the update (π_old), scores them with rules
@@ -8,8 +8,14 @@ every one of its tokens (`group_advantages`). The loss to minimise is, per token
     ℓ_{i,t} = −min(ρ_{i,t} Â_i, clip(ρ_{i,t}, 1 − ε_low, 1 + ε_high) Â_i) + β · k3_{i,t},
     ρ_{i,t} = π_θ(o_{i,t} | q, o_{i,<t}) / π_old(o_{i,t} | q, o_{i,<t}),
 
-with k3 the non-negative estimator of KL(π_θ ‖ π_ref) per token (`llmcourse.kl.k3`), π_ref the model before
-training. How the per-token losses become one number is where the variants differ (`aggregate`):
+with k3 Schulman's estimator of KL(π_θ ‖ π_ref) per token (`llmcourse.kl.k3`), π_ref the model before training.
+k3's *value* is an unbiased, non-negative estimate of that KL, but in a loss only its gradient acts, and on average
+that is the gradient of the forward KL(π_ref ‖ π_θ), not of the reverse KL the objective names (`llmcourse.kl`).
+``GRPOConfig.kl_estimator`` and ``kl_in`` choose where the KL acts: k3 in the loss (the recipe, DeepSeekMath and
+TRL), k2 in the loss or k3 × π_θ/π_old in the loss (DeepSeek-V3.2, TRL ``use_bias_correction_kl``), both with the
+reverse KL's gradient per position, or k1 in the reward (`kl_penalized_rewards`, as chapter 09's PPO; the
+response's summed k1 subtracted from its reward before the group advantages).
+How the per-token losses become one number is where the variants differ (`aggregate`):
 
     "sequence"  mean over each response's tokens, then over responses   (GRPO as published; TRL ``loss_type="grpo"``)
     "token"     sum over all tokens of the batch / number of tokens     (DAPO, Yu et al. 2025; TRL "bnpo"/"dapo")
@@ -44,6 +50,8 @@ from llmcourse.run_log import RunLog
 from llmcourse.sampling import sample_responses
 
 AGGREGATIONS = ("sequence", "token", "dr_grpo")
+KL_ESTIMATORS = ("k1", "k2", "k3", "k3_ratio")
+KL_PLACES = ("loss", "reward")
 
 
 def group_advantages(rewards: torch.Tensor, n_samples: int, scale: bool = True, eps: float = 1e-4) -> torch.Tensor:
@@ -144,17 +152,40 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor, ref_logp: torch.Tensor
               mode: str = "sequence", max_len: int | None = None,
               surrogate_fn: Callable[..., torch.Tensor] = clipped_surrogate,
               kl_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = kl.k3,
-              aggregate_fn: Callable[..., torch.Tensor] = aggregate) -> torch.Tensor:
+              aggregate_fn: Callable[..., torch.Tensor] = aggregate, kl_ratio: bool = False) -> torch.Tensor:
     """The whole GRPO loss (DeepSeekMath eq. 3 and its variants): (B, T) log-probs, (B,) advantages -> scalar.
 
-    ``clipped_surrogate + beta · k3(logp, ref_logp)`` per token, aggregated by ``mode`` over the ``mask``-ed
-    tokens. ``ref_logp`` may be None when ``beta == 0`` (then no reference is needed). `train_grpo` trains with
-    this function; a learner's own surrogate, KL estimator or aggregation can replace the package's.
+    ``clipped_surrogate + beta · kl_fn(logp, ref_logp)`` per token (k3 by default), aggregated by ``mode`` over
+    the ``mask``-ed tokens; with ``kl_ratio`` the KL term is multiplied by π_θ/π_old = exp(logp − old_logp) of
+    its token (`llmcourse.kl.importance_weighted`). ``ref_logp`` may be None when ``beta == 0`` (then no
+    reference is needed). `train_grpo` trains with this function; a learner's own surrogate, KL estimator or
+    aggregation can replace the package's.
     """
     per_token = surrogate_fn(logp, old_logp, advantages, eps_low, eps_high)        # (B, T)
     if beta:
-        per_token = per_token + beta * kl_fn(logp, ref_logp.detach())             # (B, T)
+        kl_term = kl_fn(logp, ref_logp.detach())                                   # (B, T)
+        if kl_ratio:
+            kl_term = kl.importance_weighted(kl_term, logp, old_logp)              # (B, T): × π_θ/π_old
+        per_token = per_token + beta * kl_term                                     # (B, T)
     return aggregate_fn(per_token, mask, mode, max_len)
+
+
+def kl_penalized_rewards(rewards: torch.Tensor, logp: torch.Tensor, ref_logp: torch.Tensor, mask: torch.Tensor,
+                         beta: float, kl_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = kl.k1
+                         ) -> torch.Tensor:
+    """The KL in the reward: (B,) rewards − β · Σ_t kl_fn(logp, ref_logp) over each response's ``mask``-ed tokens.
+
+    ``logp`` are the log-probs of the policy that sampled the responses, so with k1 (the default) the sum is an
+    unbiased estimate of the sequence-level KL(π ‖ π_ref), and its policy gradient, through the advantages, the
+    reverse KL's (the issue TRL #4967 asks for; chapter 09's PPO puts it in the reward token by token). A
+    constant: no gradient flows through it. Two responses of 2 and 1 tokens, k1 = (0.5, 0.25) and (−0.5):
+
+    >>> logp, ref_logp = torch.tensor([[-1.0, -1.0], [-2.0, 0.0]]), torch.tensor([[-1.5, -1.25], [-1.5, 0.0]])
+    >>> kl_penalized_rewards(torch.tensor([1.0, 0.0]), logp, ref_logp, torch.tensor([[1, 1], [1, 0]]).bool(), 0.4)
+    tensor([0.7000, 0.2000])
+    """
+    per_response = masked_sum(kl_fn(logp, ref_logp), mask, dim=1).detach()        # (B,)
+    return rewards - beta * per_response                                           # (B,)
 
 
 # --------------------------------------------------------------------------- training
@@ -179,8 +210,15 @@ class GRPOConfig:
     max_new_tokens: int = 48
     """Token budget of a response; also Dr. GRPO's constant divisor."""
     beta: float = 0.04
-    """Weight of the k3 KL to the reference in the loss; 0 drops the term (and, with ``log_kl=False``, the
-    reference's forward pass)."""
+    """Weight of the KL to the reference (DeepSeekMath's 0.04; DeepSeek-R1 used 0.001, TRL's default is 0); 0 drops
+    the term (and, with ``log_kl=False``, the reference's forward pass)."""
+    kl_estimator: str = "k3"
+    """Which estimate of the KL the penalty uses: "k1", "k2", "k3" (`llmcourse.kl`) or "k3_ratio", k3 times the
+    token's ratio π_θ/π_old (DeepSeek-V3.2, TRL ``use_bias_correction_kl``; in the loss only)."""
+    kl_in: str = "loss"
+    """Where the penalty acts: "loss", β · estimate per token in the loss (GRPO; on average k3's gradient is the
+    forward KL's, k2's and k3_ratio's the reverse KL's), or "reward", β · the response's summed estimate
+    subtracted from its reward before the group advantages (unbiased for the reverse KL with k1)."""
     eps_low: float = 0.2
     """Clip range below: a ratio under 1 − eps_low earns nothing more for a negative advantage."""
     eps_high: float = 0.2
@@ -198,7 +236,8 @@ class GRPOConfig:
 
 
 RECIPE = GRPOConfig()
-"""Chapter 10's run: 40 updates × 16 problems × 8 samples, lr 2e-4, β 0.04 (k3), ε 0.2, ÷ std, sequence mean, μ 1."""
+"""Chapter 10's run: 40 updates × 16 problems × 8 samples, lr 2e-4, β 0.04 (k3 in the loss), ε 0.2, ÷ std, sequence
+mean, μ 1."""
 
 PLAIN = GRPOConfig(updates=60, lr=1e-4, beta=0.0, log_kl=False)
 """The plainest group-relative policy gradient: no KL, and with μ = 1 the ratio is 1, so the clipped surrogate's
@@ -218,16 +257,26 @@ def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_
 
     ``advantage_fn(rewards, n_samples, scale)``, ``surrogate_fn(logp, old_logp, advantages, eps_low, eps_high)``,
     ``aggregate_fn(per_token, mask, mode, max_len)`` and ``kl_fn(logp, ref_logp)`` have the signatures of
-    `group_advantages`, `clipped_surrogate`, `aggregate` and `llmcourse.kl.k3`. ``on_eval(update, model)`` runs
-    before the first update, every ``eval_every`` updates and after the last (its time is not counted).
+    `group_advantages`, `clipped_surrogate`, `aggregate` and `llmcourse.kl.k3`; ``kl_fn`` is the k3 that logs the
+    KL and, when ``cfg.kl_estimator`` is "k3" or "k3_ratio", the penalty's (k1 and k2 are `llmcourse.kl`'s).
+    ``on_eval(update, model)`` runs before the first update, every ``eval_every`` updates and after the last (its
+    time is not counted).
 
     Returns one value per update: ``reward`` (mean rule reward), ``accuracy`` (share right), ``format_rate``,
     ``reasoned`` (share with ``<think>``), ``length`` (mean response tokens, EOS included), ``kl`` (mean k3 to the
     reference over response tokens, NaN when not logged), ``clip_fraction`` (over all μ steps), ``zero_groups``
-    (share of groups whose rewards are all equal), ``loss``; and ``seconds`` (training time).
+    (share of groups whose rule rewards are all equal), ``loss``; and ``seconds`` (training time).
     """
     if cfg.aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {cfg.aggregation!r}; use one of {AGGREGATIONS}")
+    if cfg.kl_estimator not in KL_ESTIMATORS or cfg.kl_in not in KL_PLACES:
+        raise ValueError(f"KL estimator {cfg.kl_estimator!r} in the {cfg.kl_in!r}: use one of {KL_ESTIMATORS} "
+                         f"in one of {KL_PLACES}")
+    if cfg.kl_estimator == "k3_ratio" and cfg.kl_in == "reward":
+        raise ValueError("k3_ratio belongs in the loss: in the reward the ratio is a constant 1")
+    penalty_fn = kl_fn if cfg.kl_estimator in ("k3", "k3_ratio") else kl.ESTIMATORS[cfg.kl_estimator]
+    in_reward = cfg.kl_in == "reward" and cfg.beta != 0
+    loss_beta = 0.0 if cfg.kl_in == "reward" else cfg.beta
     device = next(model.parameters()).device
     problems = tw.sample_problems(cfg.updates * cfg.prompts_per_update, seed=10_000 + cfg.seed)
     gen = torch.Generator(device=device).manual_seed(cfg.seed)
@@ -247,13 +296,17 @@ def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_
         r = sample_responses(model, batch, G, max_new_tokens=cfg.max_new_tokens,
                              temperature=cfg.temperature, generator=gen)
         mask = target_mask(r.response_mask)                                               # (B, T-1)
-        # Stage 2: rule rewards, and advantages relative to each group
-        rewards = rule_rewards(r, batch, format_weight=cfg.format_weight)                  # (B,)
-        advantages = advantage_fn(rewards, G, scale=cfg.scale_rewards)                     # (B,)
-        # Stage 3: old and reference log-probs, constants
+        # Stage 2: old and reference log-probs, constants
         with torch.no_grad():
             old_logp = token_logprobs(model, r.ids) if cfg.epochs > 1 else None            # (B, T-1)
             ref_logp = token_logprobs(reference, r.ids) if reference is not None else None  # (B, T-1)
+            sampler_logp = old_logp if old_logp is not None or not in_reward else token_logprobs(model, r.ids)
+        # Stage 3: rule rewards (with the KL when it goes in the reward), advantages relative to each group
+        rewards = rule_rewards(r, batch, format_weight=cfg.format_weight)                  # (B,)
+        train_rewards = rewards                                                            # (B,)
+        if in_reward:
+            train_rewards = kl_penalized_rewards(rewards, sampler_logp, ref_logp, mask, cfg.beta, penalty_fn)
+        advantages = advantage_fn(train_rewards, G, scale=cfg.scale_rewards)               # (B,)
         # Stage 4: μ gradient steps on the batch
         model.train()
         clipped, kl_value = [], float("nan")
@@ -262,8 +315,9 @@ def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_
             old = logp.detach() if old_logp is None else old_logp                          # μ = 1: the ratio is 1
             if ref_logp is not None and epoch == 0:
                 kl_value = masked_mean(kl_fn(logp.detach(), ref_logp), mask).item()
-            loss = grpo_loss(logp, old, ref_logp, advantages, mask, cfg.beta, cfg.eps_low, cfg.eps_high,
-                             cfg.aggregation, cfg.max_new_tokens, surrogate_fn, kl_fn, aggregate_fn)
+            loss = grpo_loss(logp, old, ref_logp, advantages, mask, loss_beta, cfg.eps_low, cfg.eps_high,
+                             cfg.aggregation, cfg.max_new_tokens, surrogate_fn, penalty_fn, aggregate_fn,
+                             kl_ratio=cfg.kl_estimator == "k3_ratio")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

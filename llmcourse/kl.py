@@ -11,10 +11,31 @@ numbers. For a token y sampled from π, with the ratio r = π_ref(y) / π(y):
     k3 = (r − 1) − log r        unbiased (E_π[r] = 1) and always ≥ 0 (since log r ≤ r − 1),
                                 with less variance than k1 when π and π_ref are close
 
-PPO for LLMs (chapter 09) subtracts β·k1 (or k3) from each token's reward; GRPO (chapter 10)
-adds β·k3 to each token's loss, which is what TRL's ``GRPOTrainer`` does. All three take
-(…)-shaped log-probs of the same tokens and return per-token values of the same shape;
-average them over the response tokens with `llmcourse.logprobs.masked_mean`.
+Those are statements about the estimators' *values*, which is what a log of the KL needs. A loss
+is another matter: only its gradient acts, and autograd differentiates the estimator at the sampled
+token, the draw itself held fixed (no score-function term). Per position, with y ~ π_θ:
+
+    k1 in the loss   E[∇k1] = E[∇log π(y)] = 0                      does nothing on average
+    k2 in the loss   E[∇k2] = E[log(π/π_ref)(y) ∇log π(y)] = ∇KL(π ‖ π_ref)    the reverse KL
+    k3 in the loss   E[∇k3] = E[(1 − r) ∇log π(y)] = −Σ_y π_ref(y) ∇log π(y) = ∇KL(π_ref ‖ π)
+                                                                    the *forward* KL
+    k3 × ρ in the loss, ρ = π_θ(y)/π_old(y) with π_old detached (DeepSeek-V3.2, eq. 7):
+                     E_{π_old}[∇(ρ k3)] = ∇KL(π ‖ π_ref)           the reverse KL again
+    k1 in the reward (−β k1 added to the reward, no gradient through it; chapter 09's PPO):
+                     the policy gradient E[k1 ∇log π(y)] = ∇KL(π ‖ π_ref)    the reverse KL
+    k3 in the reward E[k3 ∇log π(y)] ≠ ∇KL                          biased
+
+`loss_gradient` computes these expectations exactly on a categorical distribution; the tests check
+each line against autograd's gradient of `categorical_kl`. Over a whole response the reverse KL of
+the sequences also depends on how earlier tokens change later prefixes: a per-token loss term
+(k2, or k3 × ρ) gives the reverse KL's gradient at each sampled prefix, the response's summed k1
+in the reward gives the sequence's (Tang & Munos 2025; Shah et al. 2025, "A Comedy of Estimators").
+
+PPO for LLMs (chapter 09) subtracts β·k1 from each token's reward; GRPO as published (DeepSeekMath)
+and TRL's ``GRPOTrainer`` add β·k3 to each token's loss, which pulls along the forward KL's gradient
+although the objective names the reverse one. All estimators take (…)-shaped log-probs of the same
+tokens and return per-token values of the same shape; average them over the response tokens with
+`llmcourse.logprobs.masked_mean`.
 
 `categorical_kl` is the exact KL between two categorical distributions given by logits,
 the oracle that the estimators are tested against.
@@ -35,6 +56,8 @@ def k1(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
     >>> k1(torch.log(torch.tensor([0.5, 0.2])), torch.log(torch.tensor([0.25, 0.6])))
     tensor([ 0.6931, -1.0986])
+
+    As a loss term its gradient is ∇log π(y), zero on average over y ~ π: it belongs in the reward.
     """
     return logp - ref_logp                                              # (…)
 
@@ -44,6 +67,9 @@ def k2(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
     >>> k2(torch.log(torch.tensor([0.5, 0.2])), torch.log(torch.tensor([0.25, 0.6])))
     tensor([0.2402, 0.6035])
+
+    Its value is biased, but as a loss term its gradient, −log r · ∇log π(y), is on average the gradient
+    of KL(π ‖ π_ref) at each position.
     """
     log_ratio = ref_logp - logp                                         # (…): log r
     return 0.5 * log_ratio**2                                           # (…)
@@ -61,6 +87,9 @@ def k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     The formula is the one TRL and OpenRLHF use, ``exp(log r) − 1 − log r``. Where r is within
     about 1e-3 of 1, the true value (≈ ½ (log r)²) is smaller than the rounding of ``exp`` near 1,
     so a float32 result can be off by ~1e-7 either way, even slightly negative; exactly 0 at r = 1.
+
+    Its value is unbiased for KL(π ‖ π_ref), but as a loss term its gradient, (1 − r) ∇log π(y), is on
+    average the gradient of the forward KL(π_ref ‖ π); `importance_weighted` restores the reverse one.
     """
     log_ratio = ref_logp - logp                                         # (…): log r
     return (torch.exp(log_ratio) - 1) - log_ratio                       # (…): ≥ 0, 0 where π = π_ref
@@ -68,6 +97,26 @@ def k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 
 ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"k1": k1, "k2": k2, "k3": k3}
 """The estimators by name, e.g. for a config field ``kl_estimator: str = "k3"``."""
+
+PLACEMENTS = ("k1 in the loss", "k2 in the loss", "k3 in the loss", "k3 × ratio in the loss",
+              "k1 in the reward", "k3 in the reward")
+"""Where a KL estimate can act in training (`loss_gradient`), as the module docstring lists them."""
+
+
+def importance_weighted(values: torch.Tensor, logp: torch.Tensor, old_logp: torch.Tensor) -> torch.Tensor:
+    """``values · π_θ(y)/π_old(y)`` per token, the ratio's denominator detached: (…) -> (…).
+
+    DeepSeek-V3.2's correction of k3 in the loss (eq. 7; TRL ``use_bias_correction_kl``): the tokens were
+    drawn from π_old, and the ratio both reweights them to π_θ and, differentiated, adds the score-function
+    term k3 ∇log π that turns k3's gradient into the reverse KL's. On-policy (π_old = π_θ) its value is 1,
+    but its gradient is not 0:
+
+    >>> logp = torch.tensor([-1.0], requires_grad=True)
+    >>> w = importance_weighted(torch.tensor([0.3]), logp, logp.detach())
+    >>> w.backward(); w.item(), logp.grad.item()
+    (0.30000001192092896, 0.30000001192092896)
+    """
+    return torch.exp(logp - old_logp.detach()) * values                # (…)
 
 
 def per_token_kl(logp: torch.Tensor, ref_logp: torch.Tensor, estimator: str = "k3") -> torch.Tensor:
@@ -92,3 +141,39 @@ def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tens
     p = logp.exp()                                                      # (…, V)
     terms = torch.where(p > 0, p * (logp - logq), torch.zeros_like(p))  # (…, V): 0 · log 0 = 0
     return terms.sum(dim=-1)                                            # (…)
+
+
+def loss_gradient(logits: torch.Tensor, ref_logits: torch.Tensor, placement: str) -> torch.Tensor:
+    """Exact E_{y~π}[∇_logits ℓ(y)] for a KL estimate used as ``placement``: (V,), (V,) logits -> (V,).
+
+    π = softmax(logits), π_ref = softmax(ref_logits). ℓ(y) is what a training step differentiates for a
+    sampled token y, with the draw held fixed, as autograd does: "kN in the loss" is kN(y); "k3 × ratio in
+    the loss" is k3(y) · π_θ(y)/π_old(y) at π_old = π_θ (`importance_weighted`); "kN in the reward" is
+    the policy-gradient loss −A log π(y) with the advantage A = −kN(y), a constant. Every token is weighed
+    by π(y), a constant too, so the expectation is exact: no sampling. Compare with
+    ``torch.autograd.grad(categorical_kl(logits, ref_logits), logits)`` (reverse KL) and with
+    ``categorical_kl(ref_logits, logits)`` (forward KL).
+
+    π = (½, ½), π_ref = (¾, ¼): k1 in the loss does nothing; k2 gives ∇KL(π ‖ π_ref) = (−(log 3)/4, (log 3)/4);
+    k3 gives ∇KL(π_ref ‖ π) = π − π_ref:
+
+    >>> logits, ref_logits = torch.zeros(2), torch.tensor([0.75, 0.25]).log()
+    >>> [loss_gradient(logits, ref_logits, p) for p in ("k1 in the loss", "k2 in the loss", "k3 in the loss")]
+    [tensor([0., 0.]), tensor([-0.2747,  0.2747]), tensor([-0.2500,  0.2500])]
+    """
+    if placement not in PLACEMENTS:
+        raise ValueError(f"unknown placement {placement!r}; use one of {PLACEMENTS}")
+    estimator = ESTIMATORS[placement[:2]]
+    logits = logits.detach().clone().requires_grad_(True)               # (V,)
+    logp = torch.log_softmax(logits, dim=-1)                            # (V,): log π(y) for every y
+    ref_logp = torch.log_softmax(ref_logits.detach(), dim=-1)           # (V,)
+    if placement.endswith("in the reward"):
+        advantage = -estimator(logp, ref_logp).detach()                 # (V,): a reward, no gradient through it
+        per_token = -advantage * logp                                   # (V,): REINFORCE's loss
+    else:
+        per_token = estimator(logp, ref_logp)                           # (V,)
+        if "ratio" in placement:
+            per_token = importance_weighted(per_token, logp, logp.detach())
+    weights = logp.exp().detach()                                       # (V,): y ~ π, the draw not differentiated
+    (grad,) = torch.autograd.grad((weights * per_token).sum(), logits)
+    return grad                                                         # (V,)

@@ -132,6 +132,33 @@ def test_kl_term_is_zero_at_the_reference_and_sends_no_gradient_to_it():
     assert ref.grad is None
 
 
+def test_ratio_corrected_kl_term_by_hand():
+    # one token, ratio π_θ/π_old = 1.5, π_ref/π_θ = 0.5: k3 = −0.5 + log 2; the term is 1.5 · k3, and
+    # ∂/∂log π of ρ k3 is ρ (k3 + 1 − r) = 1.5 (log 2 + 0.5 − 0.5 + … ) = 1.5 · log 2 (= ρ · k1)
+    logp = torch.tensor([[math.log(0.6)]], requires_grad=True)
+    old, ref = torch.tensor([[math.log(0.4)]]), torch.tensor([[math.log(0.3)]])
+    mask, adv = torch.ones(1, 1, dtype=torch.bool), torch.tensor([0.0])
+    loss = grpo.grpo_loss(logp, old, ref, adv, mask, beta=1.0, kl_ratio=True)
+    assert math.isclose(loss.item(), 1.5 * (-0.5 + math.log(2)), rel_tol=1e-6)
+    loss.backward()
+    assert math.isclose(logp.grad.item(), 1.5 * math.log(2), rel_tol=1e-6)
+    plain = grpo.grpo_loss(logp.detach(), old, ref, adv, mask, beta=1.0)
+    assert math.isclose(plain.item(), -0.5 + math.log(2), rel_tol=1e-6)
+
+
+def test_kl_penalized_rewards_by_hand():
+    logp = torch.tensor([[-1.0, -1.0, -9.0], [-2.0, 0.0, 0.0]])
+    ref = torch.tensor([[-1.5, -1.25, 0.0], [-1.5, 0.0, 0.0]])          # k1 = (0.5, 0.25, ·) and (−0.5, ·, ·)
+    mask = torch.tensor([[True, True, False], [True, False, False]])
+    out = grpo.kl_penalized_rewards(torch.tensor([1.0, 0.0]), logp, ref, mask, beta=0.4)
+    assert torch.allclose(out, torch.tensor([1.0 - 0.4 * 0.75, 0.0 + 0.4 * 0.5]))
+    k3 = grpo.kl_penalized_rewards(torch.tensor([1.0, 0.0]), logp, ref, mask, 0.4, kl.k3)
+    assert torch.allclose(k3, torch.tensor([1 - 0.4 * (math.exp(-0.5) - 1 + 0.5 + math.exp(-0.25) - 1 + 0.25),
+                                            -0.4 * (math.exp(0.5) - 1 - 0.5)]))
+    logp.requires_grad_(True)
+    assert not grpo.kl_penalized_rewards(torch.zeros(2), logp, ref, mask, 0.4).requires_grad   # a constant
+
+
 def test_clip_fraction_counts_only_tokens_whose_gradient_is_clipped():
     logp = torch.stack([_log(1.5, 0.5, 1.0), _log(1.5, 0.5, 1.0)])
     mask = torch.tensor([[True, True, True], [True, True, False]])
@@ -180,6 +207,41 @@ def test_train_grpo_runs_every_variant_and_calls_the_learners_functions(base):
         assert all(math.isfinite(x) for x in h["loss"])
     # the KL estimator: once per update to log it, and in the loss of every step when β > 0 (the recipe's 0.04)
     assert calls == {"surrogate": 2 + 4, "aggregate": 2 + 4, "kl": 2 + 2 * (1 + 2), "advantages": 4}
+
+
+@pytest.mark.parametrize("estimator,place", [("k2", "loss"), ("k3_ratio", "loss"), ("k1", "reward"), ("k1", "loss")])
+def test_train_grpo_puts_the_kl_where_the_config_says(base, estimator, place, monkeypatch):
+    import copy
+    seen = {"loss_beta": [], "kl_ratio": [], "kl_fn": [], "rewards": []}
+    real_loss, real_adv = grpo.grpo_loss, grpo.group_advantages
+
+    def spy_loss(*args, **kwargs):
+        seen["loss_beta"].append(args[5])
+        seen["kl_fn"].append(args[11])
+        seen["kl_ratio"].append(kwargs["kl_ratio"])
+        return real_loss(*args, **kwargs)
+
+    def spy_adv(rewards, n, scale=True):
+        seen["rewards"].append(rewards)
+        return real_adv(rewards, n, scale)
+    monkeypatch.setattr(grpo, "grpo_loss", spy_loss)
+    cfg = grpo.GRPOConfig(**TINY, beta=0.5, kl_estimator=estimator, kl_in=place)
+    h = grpo.train_grpo(copy.deepcopy(base), cfg, advantage_fn=spy_adv)
+    assert all(math.isfinite(x) for x in h["loss"])
+    assert seen["kl_ratio"] == [estimator == "k3_ratio"] * 2
+    assert seen["loss_beta"] == ([0.5] * 2 if place == "loss" else [0.0] * 2)
+    assert seen["kl_fn"] == [kl.k3 if estimator == "k3_ratio" else kl.ESTIMATORS[estimator]] * 2
+    rule = set().union(*({round(x, 4) for x in r.tolist()} for r in seen["rewards"]))
+    if place == "reward":                                               # the KL moved the rewards off the rule values
+        assert not rule <= {0.0, 0.1, 1.0, 1.1}
+    else:
+        assert rule <= {0.0, 0.1, 1.0, 1.1}
+
+
+def test_train_grpo_rejects_unknown_kl_settings(base):
+    for bad in (dict(kl_estimator="k4"), dict(kl_in="advantage"), dict(kl_estimator="k3_ratio", kl_in="reward")):
+        with pytest.raises(ValueError):
+            grpo.train_grpo(base, grpo.GRPOConfig(**TINY, **bad))
 
 
 def test_groups_with_equal_rewards_give_no_gradient():
