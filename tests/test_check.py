@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 import torch
 
-from llmcourse import checker as check_module
-from llmcourse.checker import (NOT_ATTEMPTED, PASSED, WRONG, Exercise, ExerciseWrong, KnownWrong, Observed, check, make_cases,
-                             describe_difference, run_check)
+from llmcourse.tooling import checker as check_module
+from llmcourse.tooling.checker import registry
+from llmcourse.tooling.checker import (NOT_ATTEMPTED, PASSED, WRONG, Exercise, ExerciseWrong, KnownWrong, Observed,
+                                       as_float64, check, describe_difference, make_cases, probe_weights, run_check,
+                                       under_no_grad)
 
 
 def _ref(x: np.ndarray) -> np.ndarray:
@@ -28,7 +30,7 @@ TOY = Exercise(id="0.1", title="Double", reference=_ref, cases=_cases, hint="mul
 
 @pytest.fixture(autouse=True)
 def toy_registered(monkeypatch):
-    monkeypatch.setitem(check_module._REGISTRY, "0.1", TOY)
+    monkeypatch.setitem(registry._REGISTRY, "0.1", TOY)
 
 
 def test_passed_returns_the_learners_function(capsys):
@@ -109,8 +111,8 @@ def test_an_exercise_whose_contract_is_in_place_is_not_judged_for_it(monkeypatch
         x *= 2
         return x
 
-    monkeypatch.setitem(check_module._REGISTRY, "0.1", dataclasses.replace(TOY, in_place=True, reference=in_place))
-    assert run_check(check_module._REGISTRY["0.1"], in_place, seeds=[0]).status == PASSED
+    monkeypatch.setitem(registry._REGISTRY, "0.1", dataclasses.replace(TOY, in_place=True, reference=in_place))
+    assert run_check(registry._REGISTRY["0.1"], in_place, seeds=[0]).status == PASSED
 
 
 def test_not_a_function():
@@ -211,6 +213,102 @@ def test_a_float_result_where_integers_are_expected_is_still_rejected():
     assert result.status == WRONG and "dtype" in result.message
 
 
+# --------------------------------------------------------------------------- gradients of any floating output
+
+
+def _layer(x: torch.Tensor, w: torch.Tensor, frozen: torch.Tensor) -> torch.Tensor:
+    return x @ w.T + frozen.detach()                                   # (B, d_out); `frozen` is a constant
+
+
+def _layer_cases(rng):
+    def t(*shape):
+        return torch.from_numpy(rng.normal(size=shape).astype(np.float32))
+    return [dict(x=torch.tensor([[1.0, 2.0]]), w=torch.tensor([[1.0, 0.0], [0.0, -1.0]]), frozen=torch.zeros(1, 2)),
+            dict(x=t(3, 2), w=t(4, 2), frozen=t(3, 4))]
+
+
+LAYER = Exercise(id="0.5", title="A layer", reference=_layer, cases=_layer_cases, hint="x wᵀ + frozen",
+                 grad_wrt=("x", "w", "frozen"), grad_help="Training updates w through this output.", timeout_s=1.0)
+
+
+def test_the_probe_is_fixed_and_weighs_every_entry():
+    w = probe_weights((3, 4), 1)
+    assert torch.equal(w, probe_weights((3, 4), 1)) and not torch.equal(w, probe_weights((3, 4), 2))
+    assert bool(((w.abs() >= 0.5) & (w.abs() <= 1.5)).all()) and bool((w < 0).any() and (w > 0).any())
+    assert probe_weights((), 0).item() == 1.0                          # a loss: its own gradient
+
+
+def test_a_tensor_output_under_no_grad_carries_no_gradient_and_its_mistake_is_recognised():
+    mistake = KnownWrong("no gradient", under_no_grad(_layer), "computed under no_grad")
+    result = run_check(dataclasses.replace(LAYER, known_wrong=[mistake]), under_no_grad(_layer), seeds=[0])
+    assert result.status == WRONG and result.mistake is mistake
+    assert "your result carries no gradient" in result.message and "Training updates w" in result.message
+
+
+def test_a_tensor_output_says_which_input_gets_no_gradient_or_the_wrong_one():
+    result = run_check(LAYER, lambda x, w, frozen: x @ w.detach().T + frozen.detach(), seeds=[0])
+    assert result.status == WRONG and "no gradient reaches `w`" in result.message
+
+    result = run_check(LAYER, lambda x, w, frozen: 0.5 * (x @ w.T) + 0.5 * (x @ w.T).detach() + frozen.detach(),
+                       seeds=[0])
+    assert result.status == WRONG and "gradient with respect to `x` is not" in result.message
+    assert "fixed random weight" in result.message and "entries differ" in result.message
+
+
+def test_a_gradient_into_an_input_the_reference_detaches_is_rejected():
+    result = run_check(LAYER, lambda x, w, frozen: x @ w.T + frozen, seeds=[0])
+    assert result.status == WRONG and "a gradient reaches `frozen`" in result.message
+    assert "`frozen.detach()`" in result.message
+
+
+def test_a_float64_output_of_the_same_value_and_gradient_passes():
+    assert run_check(LAYER, as_float64(_layer), seeds=[0, 1]).status == PASSED
+
+
+def test_each_output_of_a_tuple_is_probed():
+    def pair(x, w, frozen):
+        y = _layer(x, w, frozen)
+        return y, (y ** 2).sum()
+
+    def second_detached(x, w, frozen):
+        y = _layer(x, w, frozen)
+        return y, (y ** 2).sum().detach()
+
+    ex = dataclasses.replace(LAYER, reference=pair)
+    assert run_check(ex, pair, seeds=[0, 1]).status == PASSED
+    result = run_check(ex, second_detached, seeds=[0])
+    assert result.status == WRONG and "gradient with respect to `x` is not" in result.message
+
+
+def test_a_result_the_reference_returns_detached_must_be_detached():
+    ex = dataclasses.replace(LAYER, reference=lambda x, w, frozen: _layer(x, w, frozen).detach(), grad_help="")
+    assert run_check(ex, under_no_grad(_layer), seeds=[0]).status == PASSED
+    result = run_check(ex, _layer, seeds=[0])
+    assert result.status == WRONG and "carries a gradient (to `x`) where the reference's carries none" in result.message
+
+
+def test_a_result_that_cannot_be_backpropagated_is_told_why():
+    def exp_changed_in_place(x, w, frozen):
+        e = torch.exp(x @ w.T)                                         # exp's backward needs its result...
+        e *= 1.0                                                       # ...which is changed in place
+        return torch.log(e) + frozen.detach()
+
+    result = run_check(LAYER, exp_changed_in_place, seeds=[0])
+    assert result.status == WRONG and "backpropagating through your result fails" in result.message
+    assert "changed in place after it was used" in result.message
+
+
+def test_an_input_changed_after_use_is_told_first_then_the_failed_backpropagation():
+    def doubles_x_after_use(x, w, frozen):
+        y = x @ w.T + frozen.detach()                                  # the matmul's backward needs x
+        x *= 2
+        return y
+
+    result = run_check(LAYER, doubles_x_after_use, seeds=[0])
+    assert result.status == WRONG and result.message.startswith("your function changed its input `x` in place")
+    assert "Also, backpropagating through your result fails" in result.message
+
+
 # --------------------------------------------------------------------------- mechanisms: traced facts
 
 
@@ -275,7 +373,6 @@ def test_a_mistake_without_gradient_is_not_blamed_for_a_wrong_gradient():
     def half_detached(pred, target):
         return 0.5 * ((pred - target) * (pred - target).detach()).mean()
 
-    from llmcourse.checker import under_no_grad
     no_grad = KnownWrong("no gradient", under_no_grad(_loss), "computed under no_grad")
     result = run_check(dataclasses.replace(LOSS, known_wrong=[no_grad]), half_detached, seeds=[0])
     assert result.status == WRONG and result.mistake is None
@@ -419,9 +516,9 @@ def test_a_broken_exercise_module_does_not_break_the_other_chapters(monkeypatch)
         yield pkgutil.ModuleInfo(None, "no_such_chapter_module", False)
 
     monkeypatch.setattr(pkgutil, "iter_modules", with_a_broken_one)
-    monkeypatch.setattr(check_module, "_BROKEN", {})
+    monkeypatch.setattr(registry, "_BROKEN", {})
     exercises = check_module.all_exercises()
     assert "1.1" in exercises and "5.4" in exercises
-    assert "llmcourse.exercises.no_such_chapter_module" in check_module.broken_modules()
+    assert "llmcourse.tooling.exercises.no_such_chapter_module" in check_module.broken_modules()
     with pytest.raises(KeyError, match="no_such_chapter_module failed to load"):
         check_module.get_exercise("99.1")

@@ -1,6 +1,6 @@
 """Every exercise's check can pass, can say "not attempted", and can fail with the right hint.
 
-Parametrised over the whole registry (``llmcourse.exercises``), so a new chapter's exercises
+Parametrised over the whole registry (``llmcourse.tooling.exercises``), so a new chapter's exercises
 are covered as soon as they are registered.
 """
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse.build import exercise_ids
-from llmcourse.checker import NOT_ATTEMPTED, PASSED, WRONG, all_exercises, run_check
+from llmcourse.tooling.build import exercise_ids
+from llmcourse.tooling.checker import NOT_ATTEMPTED, PASSED, WRONG, all_exercises, run_check
 
 ROOT = Path(__file__).resolve().parents[1]
 EXERCISES = all_exercises()

@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from llmcourse import taskworld as tw
-from llmcourse.checker import get_exercise, run_check
+from llmcourse.tooling.checker import get_exercise, run_check
 from llmcourse.checkpoint import CheckpointError, file_sha256
-from llmcourse.exercises.reward_model import _last_rebuilt
+from llmcourse.tooling.exercises.reward_model import _last_rebuilt
 from llmcourse.preferences import PreferencePairs, label_pairs, preference_index
 from llmcourse.reward_model import (REWARD_MODEL_PATH, REWARD_MODEL_SHA256, RewardConfig, RewardModel,
                                     bradley_terry_loss, evaluate_pairs, last_token_values, load_reward_model,

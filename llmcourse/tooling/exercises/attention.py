@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse import kv_cache, model
-from llmcourse.checker import Exercise, KnownWrong, Observed, register, tiny_gpt
+from llmcourse.tooling.checker import Exercise, KnownWrong, Observed, register, tiny_gpt
 from llmcourse.kv_cache import ConcatKVCache, PreallocKVCache
 from llmcourse.model import GPT
 

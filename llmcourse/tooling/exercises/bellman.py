@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmcourse import bellman as ref
-from llmcourse.checker import Exercise, KnownWrong, register, updates_in_place
+from llmcourse.tooling.checker import Exercise, KnownWrong, register, updates_in_place
 from llmcourse.gridworld import random_mdp, random_policy, sutton_barto_4x4, sutton_barto_5x5, uniform_policy
 
 # --------------------------------------------------------------------------- 1.1 discounted return

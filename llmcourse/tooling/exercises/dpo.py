@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse import dpo
-from llmcourse.checker import Exercise, KnownRight, KnownWrong, Observed, as_float64, register, under_no_grad
+from llmcourse.tooling.checker import Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad
 
 
 def _t(x, dtype=torch.float32) -> torch.Tensor:
@@ -19,44 +19,6 @@ _NO_GRAD_HINT = ("The value is right but the loss carries no gradient: it was co
                  "change nothing. Detach only the reference's log-probs.")
 
 # --------------------------------------------------------------------------- 8.1 sequence log-probs
-# The function returns one number per row, not a loss, so its `call` takes the gradient of a fixed
-# random projection of the output (a vector–Jacobian product) and records what it saw.
-
-_SEQ_FACTS = {
-    "`logits` is unchanged after the call":
-        "your function changed the caller's `logits` in place (`logits -= …`, `logits.sub_(…)`): the caller still "
-        "needs them. Compute `F.log_softmax(logits, dim=-1)` into a new tensor",
-    "a gradient reaches `logits`":
-        "DPO trains the policy through these log-probs, so the result must stay connected to the logits: no "
-        "`torch.no_grad()`, `.detach()`, `.item()` or NumPy on the way",
-    "the gradient w.r.t. `logits` equals the reference's":
-        "the value is right but the gradient is not: is something detached, or is a mask applied after a sum?",
-}
-
-
-def _seq_call(fn, case):
-    ref = dpo.sequence_logprob(**{k: v.detach().clone() if isinstance(v, torch.Tensor) else v for k, v in case.items()})
-    leaf = case["logits"].detach().clone().requires_grad_(True)
-    probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))
-    ref_grad, = torch.autograd.grad((dpo.sequence_logprob(leaf, case["ids"], case["response_mask"], case["average"])
-                                     * probe).sum(), [leaf])
-    given = leaf * 1.0                                                 # what the learner gets: a non-leaf, like a model's output
-    y = fn(**{**case, "logits": given})
-    unchanged = bool(torch.equal(given.detach(), leaf.detach()))
-    if not isinstance(y, torch.Tensor) or y.shape != ref.shape or not y.is_floating_point():
-        return Observed(y)                                             # the value check says what is wrong
-    grad = None
-    if y.requires_grad:
-        try:
-            grad, = torch.autograd.grad((y * probe.to(y.dtype)).sum(), [leaf], allow_unused=True)
-        except RuntimeError:                                           # e.g. a tensor the backward needs was changed in place
-            grad = None
-    same = grad is not None and torch.allclose(grad.to(ref_grad.dtype), ref_grad, atol=1e-5, rtol=1e-4)
-    return Observed(y.detach(), {"`logits` is unchanged after the call": unchanged,
-                                 "a gradient reaches `logits`": grad is not None,
-                                 "the gradient w.r.t. `logits` equals the reference's": bool(same)})
-
-
 def _seq_cases(rng: np.random.Generator) -> list[dict]:
     hand = dict(logits=torch.log(_t([[[0.5, 0.5], [0.9, 0.1], [0.2, 0.8]]])), ids=_t([[0, 1, 0]], torch.long),
                 response_mask=_t([[False, True, True]], torch.bool))
@@ -208,26 +170,6 @@ def _dpo_softplus(policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, 
 
 
 # --------------------------------------------------------------------------- 8.3 implicit rewards, accuracy
-
-_REWARD_FACTS = {
-    "the rewards carry a gradient":
-        "the implicit rewards are what we *watch* (logged, averaged, compared), not something to train through: "
-        "return them detached (`.detach()`), as TRL does, so that logging them cannot keep the graph alive or leak "
-        "into a loss",
-}
-
-
-def _reward_call(fn, case):
-    for v in case.values():                                            # the checker's private copies: it sees edits
-        if isinstance(v, torch.Tensor):
-            v.requires_grad_(True)
-    out = fn(**case)
-    if not (isinstance(out, (tuple, list)) and len(out) == 3):
-        return Observed(out)
-    carries = any(isinstance(t, torch.Tensor) and t.requires_grad for t in out)
-    value = tuple(t.detach() if isinstance(t, torch.Tensor) else t for t in out)
-    return Observed(value, {"the rewards carry a gradient": carries})
-
 
 def _reward_cases(rng: np.random.Generator) -> list[dict]:
     cases = _pair_cases(rng)
@@ -437,7 +379,9 @@ def _nll_via_mean_of_ratio(policy_chosen_logps, chosen_lens):
 register(
     Exercise(
         id="8.1", title="Sequence log-probs of responses", reference=dpo.sequence_logprob, cases=_seq_cases,
-        call=_seq_call, trace_help=_SEQ_FACTS,
+        grad_wrt=("logits",),
+        grad_help="DPO trains the policy through these log-probs, so the result must stay connected to the logits: no "
+                  "`torch.no_grad()`, `.detach()`, `.item()` or NumPy on the way.",
         hint="log-softmax the logits over the vocabulary; position t predicts token t + 1, so score ids[:, 1:] with "
              "logits[:, :-1] and keep the columns where response_mask[:, 1:] is True; sum per row (divide by the "
              "number of kept tokens when average=True).",
@@ -516,7 +460,9 @@ register(
         atol=1e-5),
     Exercise(
         id="8.3", title="Implicit rewards and preference accuracy", reference=dpo.implicit_rewards, cases=_reward_cases,
-        call=_reward_call, trace_help=_REWARD_FACTS,
+        grad_wrt=_PAIR_ARGS,
+        grad_help="The implicit rewards are what we *watch* (logged, averaged, compared), not something to train "
+                  "through: detached, as TRL returns them, logging them cannot keep the graph alive or leak into a loss.",
         hint="chosen = β (π_w − ref_w), rejected = β (π_l − ref_l), both detached; accuracy = the share of pairs with "
              "chosen > rejected (strictly), as a float.",
         known_wrong=[

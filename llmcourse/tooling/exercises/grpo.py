@@ -7,9 +7,9 @@ import numpy as np
 import torch
 
 from llmcourse import grpo, kl
-from llmcourse.checker import (Exercise, KnownRight, KnownWrong, Observed, as_float64, register, under_no_grad,
-                               updates_in_place)
-from llmcourse.rewards import group_advantages
+from llmcourse.grpo import group_advantages
+from llmcourse.tooling.checker import (Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad,
+                                       updates_in_place)
 
 
 def _t(x, dtype=torch.float32) -> torch.Tensor:
@@ -112,62 +112,6 @@ def _adv_trl(rewards, n_samples, scale=True, eps=1e-4):
     return torch.where(std == 0, torch.zeros_like(adv), adv)        # equal rewards have std exactly 0
 
 
-# --------------------------------------------------------------------------- per-token outputs: the call
-# 10.2 and 10.4 return one value per token, not a loss, so their `call` takes the gradient of a fixed random
-# projection of the output (a vector–Jacobian product) and records what it saw.
-
-
-def _per_token_call(reference, grad_args: tuple[str, ...], frozen: tuple[str, ...] = ()):
-    """A `call` that records: the inputs are unchanged, a gradient reaches each of ``grad_args`` and equals the
-    reference's, and none reaches the ``frozen`` ones."""
-    def call(fn, case):
-        leaves = {k: case[k].detach().clone().requires_grad_(True) for k in grad_args + frozen}
-        ref_args = {**case, **{k: v * 1.0 for k, v in leaves.items()}}
-        ref = reference(**ref_args)
-        probe = torch.randn(ref.shape, generator=torch.Generator().manual_seed(0))
-        ref_grads = torch.autograd.grad((ref * probe).sum(), [leaves[k] for k in grad_args])
-        for leaf in leaves.values():
-            leaf.grad = None
-        given = {k: v * 1.0 for k, v in leaves.items()}               # non-leaves, like a model's outputs
-        y = fn(**{**case, **given})
-        unchanged = {k: bool(torch.equal(given[k].detach(), leaves[k].detach())) for k in given}
-        if not isinstance(y, torch.Tensor) or y.shape != ref.shape or not y.is_floating_point():
-            return Observed(y)                                         # the value check says what is wrong
-        grads: dict[str, torch.Tensor | None] = {k: None for k in leaves}
-        if y.requires_grad:
-            try:
-                got = torch.autograd.grad((y * probe.to(y.dtype)).sum(), list(leaves.values()), allow_unused=True)
-                grads = dict(zip(leaves, got))
-            except RuntimeError:                                       # e.g. a tensor the backward needs was changed
-                pass
-        trace = {f"`{k}` is unchanged after the call": unchanged[k] for k in given}
-        for k, ref_grad in zip(grad_args, ref_grads):
-            g = grads[k]
-            trace[f"a gradient reaches `{k}`"] = g is not None
-            trace[f"the gradient w.r.t. `{k}` equals the reference's"] = bool(
-                g is not None and torch.allclose(g.to(ref_grad.dtype), ref_grad, atol=1e-5, rtol=1e-4))
-        for k in frozen:
-            g = grads[k]
-            trace[f"no gradient reaches `{k}`"] = g is None or not bool(g.any())
-        return Observed(y.detach(), trace)
-    return call
-
-
-def _facts(grad_args, frozen, why_grad: str, why_frozen: str = "") -> dict[str, str]:
-    facts = {}
-    for k in grad_args + frozen:
-        facts[f"`{k}` is unchanged after the call"] = (
-            f"your function changed the caller's `{k}` in place (`-=`, `.sub_()`, …): the caller still needs it. "
-            "Compute into a new tensor")
-    for k in grad_args:
-        facts[f"a gradient reaches `{k}`"] = why_grad
-        facts[f"the gradient w.r.t. `{k}` equals the reference's"] = (
-            "the value is right but the gradient is not: is something detached that should not be?")
-    for k in frozen:
-        facts[f"no gradient reaches `{k}`"] = why_frozen
-    return facts
-
-
 # --------------------------------------------------------------------------- 10.2 the clipped surrogate
 
 
@@ -248,15 +192,6 @@ def _sur_cleanrl(logp, old_logp, advantages, eps_low=0.2, eps_high=0.2):
     ratio = (logp - old_logp.detach()).exp()
     a = advantages[:, None]
     return torch.max(-a * ratio, -a * torch.clamp(ratio, 1 - eps_low, 1 + eps_high))   # CleanRL's pessimistic max
-
-
-_SUR_GRAD, _SUR_FROZEN = ("logp",), ("old_logp",)
-_SUR_FACTS = _facts(
-    _SUR_GRAD, _SUR_FROZEN,
-    "the policy learns through its log-probs: no `torch.no_grad()`, `.detach()` or `.item()` on `logp`",
-    "π_old is a constant: it is the policy that *sampled* the responses, fixed for the update. Detach `old_logp` "
-    "(`old_logp.detach()`), or the step would also push π_old (and with μ = 1, where old_logp is logp.detach() "
-    "in the loop, a forgotten detach elsewhere doubles the gradient)")
 
 
 # --------------------------------------------------------------------------- 10.3 aggregation
@@ -409,10 +344,6 @@ def _k3_expm1(logp, ref_logp):
     return torch.expm1(log_ratio) - log_ratio                         # more accurate where r ≈ 1
 
 
-_KL_FACTS = _facts(("logp",), (),
-                   "with β > 0 the KL term is part of the loss: the policy's log-probs must keep their gradient")
-
-
 # --------------------------------------------------------------------------- registry
 
 _NO_GRAD_HINT = ("The value is right but the result carries no gradient: it was computed under `torch.no_grad()`, "
@@ -464,7 +395,9 @@ register(
         atol=1e-5),
     Exercise(
         id="10.2", title="The token-level clipped surrogate", reference=grpo.clipped_surrogate, cases=_sur_cases,
-        call=_per_token_call(grpo.clipped_surrogate, _SUR_GRAD, _SUR_FROZEN), trace_help=_SUR_FACTS,
+        grad_wrt=("logp", "old_logp"),
+        grad_help="The policy learns through its log-probs, `logp`; π_old, the policy that *sampled* the responses, "
+                  "is a constant for the update, so no gradient may reach `old_logp`.",
         hint="ratio = exp(logp − old_logp.detach()); a = advantages.unsqueeze(-1) (one per row, for all its tokens); "
              "loss = −min(ratio · a, clamp(ratio, 1 − eps_low, 1 + eps_high) · a), shape (B, T).",
         known_wrong=[
@@ -556,7 +489,8 @@ register(
         atol=1e-5),
     Exercise(
         id="10.4", title="The k3 estimator of the KL to the reference", reference=kl.k3, cases=_kl_cases,
-        call=_per_token_call(kl.k3, ("logp",)), trace_help=_KL_FACTS,
+        grad_wrt=("logp",),
+        grad_help="With β > 0 the KL term is part of the loss: the policy's log-probs must keep their gradient.",
         hint="log r = ref_logp − logp (r = π_ref/π of the sampled token); k3 = (exp(log r) − 1) − log r, per token.",
         known_wrong=[
             KnownWrong("ratio upside down", _k3_upside_down,

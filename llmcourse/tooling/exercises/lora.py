@@ -9,48 +9,11 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse import lora
-from llmcourse.checker import Exercise, KnownRight, KnownWrong, Observed, as_float64, register, under_no_grad, updates_in_place
+from llmcourse.tooling.checker import Exercise, KnownRight, KnownWrong, Observed, as_float64, register, under_no_grad, updates_in_place
 
 
 def _randn(rng: np.random.Generator, *shape: int, scale: float = 1.0) -> torch.Tensor:
     return torch.from_numpy(rng.normal(0.0, scale, shape).astype(np.float32))
-
-
-# --------------------------------------------------------------------------- gradients of a layer's output
-# The checker compares gradients of scalar losses (`grad_wrt`); a layer returns a tensor. So these
-# exercises' `call` runs the function with the adapter's inputs requiring grad, takes the gradient of
-# a fixed random projection of the output (a vector–Jacobian product), and records what it saw.
-
-_GRAD_FACTS = {
-    "the inputs that receive a gradient":
-        "training updates the adapter through this output, so a gradient must reach it: no `torch.no_grad()`, "
-        "`.detach()`, `.data`, `.item()` or NumPy on the way",
-    "the inputs whose gradient differs from the reference's (none, when right)":
-        "something is detached that should not be, or not detached that should be",
-}
-
-
-def _with_gradients(reference, names: tuple[str, ...]):
-    def call(fn, case):
-        # the reference's gradient first, on private copies (fn may change its inputs)
-        ref_args = {k: v.detach().clone().requires_grad_(k in names) if isinstance(v, torch.Tensor) else v
-                    for k, v in case.items()}
-        ref_y = reference(**ref_args)
-        probe = torch.randn(ref_y.shape, generator=torch.Generator().manual_seed(0))
-        ref_grads = torch.autograd.grad((ref_y * probe).sum(), [ref_args[n] for n in names])
-        for n in names:
-            case[n].requires_grad_(True)
-        y = fn(**case)
-        if not isinstance(y, torch.Tensor) or y.shape != ref_y.shape or not y.is_floating_point():
-            return Observed(y)                                         # the value check says what is wrong
-        grads = [None] * len(names)
-        if y.requires_grad:
-            grads = torch.autograd.grad((y * probe.to(y.dtype)).sum(), [case[n] for n in names], allow_unused=True)
-        differ = tuple(n for n, g, rg in zip(names, grads, ref_grads)
-                       if g is None or not torch.allclose(g.to(rg.dtype), rg, atol=1e-4, rtol=1e-3))
-        return Observed(y.detach(), {"the inputs that receive a gradient": tuple(n for n, g in zip(names, grads) if g is not None),
-                                     "the inputs whose gradient differs from the reference's (none, when right)": differ})
-    return call
 
 
 # --------------------------------------------------------------------------- 6.1 the LoRA forward
@@ -389,7 +352,9 @@ _FLOAT64_HINT = ("Your result is float64 while the inputs are float32. A layer k
 register(
     Exercise(
         id="6.1", title="The LoRA forward", reference=lora.lora_forward, cases=_forward_cases,
-        call=_with_gradients(lora.lora_forward, ("A", "B")), trace_help=_GRAD_FACTS,
+        grad_wrt=("A", "B"),
+        grad_help="Training updates the adapter through this output, so a gradient must reach A and B: no "
+                  "`torch.no_grad()`, `.detach()`, `.data`, `.item()` or NumPy on the way.",
         hint="y = x Wᵀ + b + (α/r) · (x Aᵀ) Bᵀ: the frozen layer plus the scaled low-rank branch, with A (r, d_in) "
              "and B (d_out, r); F.linear(x, W, b) is x Wᵀ + b.",
         known_wrong=[
@@ -510,7 +475,9 @@ register(
         atol=1e-5, exact_dtype=True),
     Exercise(
         id="6.5", title="The DoRA forward", reference=lora.dora_forward, cases=_dora_cases,
-        call=_with_gradients(lora.dora_forward, ("A", "B", "m")), trace_help=_GRAD_FACTS,
+        grad_wrt=("A", "B", "m"),
+        grad_help="Training updates the adapter and the magnitude through this output, so a gradient must reach A, B "
+                  "and m, and none through ‖V‖: detach the norm, and nothing else.",
         hint="V = W + (α/r) B A; ‖V‖ = the norm of each row of V (dim=1), detached; y = (m / ‖V‖) ⊙ (x Vᵀ) + b.",
         known_wrong=[
             KnownWrong("norm over the wrong dim", _dora_columns,

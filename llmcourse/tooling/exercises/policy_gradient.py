@@ -7,7 +7,7 @@ import torch
 
 from llmcourse import policy_gradient as pg
 from llmcourse import cartpole_ppo
-from llmcourse.checker import Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad, updates_in_place
+from llmcourse.tooling.checker import Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad, updates_in_place
 
 
 def _t(x, dtype=torch.float32) -> torch.Tensor:

@@ -8,7 +8,7 @@ import torch
 
 from llmcourse import ppo_rlhf as pr
 from llmcourse.logprobs import masked_mean, masked_sum
-from llmcourse.checker import Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad
+from llmcourse.tooling.checker import Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad
 
 
 def _t(x, dtype=torch.float32) -> torch.Tensor:

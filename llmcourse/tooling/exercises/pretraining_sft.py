@@ -8,8 +8,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from llmcourse import sft, taskworld as tw, training
-from llmcourse.checker import Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad
+from llmcourse import pretraining, sft, taskworld as tw
+from llmcourse.tooling.checker import Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad
 from llmcourse.sft import IGNORE
 
 # --------------------------------------------------------------------------- 5.1 warmup + cosine
@@ -28,7 +28,7 @@ def _lr_cases(rng: np.random.Generator) -> list[dict]:
 def _lr_warmup_from_zero(step, max_lr, min_lr, warmup_steps, total_steps):
     if step < warmup_steps:
         return max_lr * step / warmup_steps
-    return training.lr_at(step, max_lr, min_lr, warmup_steps, total_steps)
+    return pretraining.lr_at(step, max_lr, min_lr, warmup_steps, total_steps)
 
 
 def _lr_cosine_over_total(step, max_lr, min_lr, warmup_steps, total_steps):
@@ -39,7 +39,7 @@ def _lr_cosine_over_total(step, max_lr, min_lr, warmup_steps, total_steps):
 
 
 def _lr_to_zero(step, max_lr, min_lr, warmup_steps, total_steps):
-    return training.lr_at(step, max_lr, 0.0, warmup_steps, total_steps)
+    return pretraining.lr_at(step, max_lr, 0.0, warmup_steps, total_steps)
 
 
 def _lr_no_clip(step, max_lr, min_lr, warmup_steps, total_steps):
@@ -92,7 +92,7 @@ def _clip_sum_of_norms(grads, max_norm):
 
 
 def _clip_norm_after(grads, max_norm):
-    clipped, norm = training.clip_grad_norm(grads, max_norm)
+    clipped, norm = pretraining.clip_grad_norm(grads, max_norm)
     return clipped, torch.minimum(norm, torch.tensor(max_norm, dtype=norm.dtype))
 
 
@@ -190,7 +190,7 @@ def _ce_no_mask(logits, targets):
 
 register(
     Exercise(
-        id="5.1", title="Warmup and cosine decay", reference=training.lr_at, cases=_lr_cases,
+        id="5.1", title="Warmup and cosine decay", reference=pretraining.lr_at, cases=_lr_cases,
         hint="Two phases: for step < warmup_steps, max_lr * (step + 1) / warmup_steps; after, p = (step - "
              "warmup_steps) / (total_steps - warmup_steps) clipped to 1, and min_lr + 0.5 (1 + cos π p)(max_lr - min_lr).",
         known_wrong=[
@@ -206,7 +206,7 @@ register(
                        "min(1, progress), so the rate stays at min_lr."),
         ]),
     Exercise(
-        id="5.2", title="Clip the global gradient norm", reference=training.clip_grad_norm, cases=_clip_cases,
+        id="5.2", title="Clip the global gradient norm", reference=pretraining.clip_grad_norm, cases=_clip_cases,
         hint="norm = sqrt(sum over all tensors of (g**2).sum()); scale = min(1, max_norm / (norm + 1e-6)); "
              "return ([g * scale for g in grads], norm), with the norm measured before clipping.",
         known_wrong=[

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse import preferences, reward_model
-from llmcourse.checker import Exercise, KnownRight, KnownWrong, Observed, as_float64, register, under_no_grad
+from llmcourse.tooling.checker import Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad
 
 
 # --------------------------------------------------------------------------- 7.1 labelling pairs by the rules
@@ -78,15 +78,6 @@ def _index_nonzero(rewards):
 
 # --------------------------------------------------------------------------- 7.2 the score at the last real token
 
-_LAST_FACTS = {
-    "a gradient reaches `values`":
-        "the reward model is trained through this score: compute it with torch indexing (`gather`, or "
-        "`values[rows, cols]`), not `.item()`, `.tolist()`, `torch.tensor(...)` or under `torch.no_grad()`",
-    "the columns that receive a gradient":
-        "the score must be the value at one column per row, the last real token, and nothing else",
-}
-
-
 def _last_cases(rng: np.random.Generator) -> list[dict]:
     hand = dict(values=torch.tensor([[1., 2., 3., 4.], [5., 6., 7., 8.]]),
                 mask=torch.tensor([[True, True, False, False], [True, True, True, True]]))
@@ -97,20 +88,6 @@ def _last_cases(rng: np.random.Generator) -> list[dict]:
         mask = torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]
         cases.append(dict(values=torch.from_numpy(rng.normal(0, 1, (B, T)).astype(np.float32)), mask=mask))
     return cases
-
-
-def _last_with_gradient(fn, case):
-    values = case["values"].requires_grad_(True)
-    y = fn(**case)
-    if not (isinstance(y, torch.Tensor) and y.is_floating_point() and y.shape == (values.size(0),)):
-        return Observed(y)                                             # the value check says what is wrong
-    grad = None
-    if y.requires_grad:
-        probe = torch.arange(1, y.numel() + 1, dtype=y.dtype)          # a different weight per row
-        (grad,) = torch.autograd.grad((y * probe).sum(), [values], allow_unused=True)
-    cols = None if grad is None else tuple(tuple(int(c) for c in row.nonzero().squeeze(1)) for row in grad)
-    return Observed(y.detach(), {"a gradient reaches `values`": grad is not None,
-                                 "the columns that receive a gradient": cols})
 
 
 def _last_column(values, mask):
@@ -303,7 +280,10 @@ register(
         exact_dtype=True),
     Exercise(
         id="7.2", title="The score at the last real token", reference=reward_model.last_token_values,
-        cases=_last_cases, call=_last_with_gradient, trace_help=_LAST_FACTS,
+        cases=_last_cases, grad_wrt=("values",),
+        grad_help="The reward model is trained through this score, the value at one column per row (the last real "
+                  "token) and nothing else: index the tensor itself (`gather`, or `values[rows, cols]`), not "
+                  "`.item()`, `.tolist()`, `torch.tensor(...)` or under `torch.no_grad()`.",
         hint="Row b's last real token is at column mask[b].sum() − 1; pick that entry of each row "
              "(values.gather(1, last.unsqueeze(1)).squeeze(1), or values[torch.arange(B), last]).",
         known_wrong=[

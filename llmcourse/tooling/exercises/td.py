@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from llmcourse import td as ref
-from llmcourse.checker import Exercise, KnownWrong, register, updates_in_place
+from llmcourse.tooling.checker import Exercise, KnownWrong, register, updates_in_place
 
 # --------------------------------------------------------------------------- 2.3 ε-greedy (defined first: its check is the unusual one)
 
