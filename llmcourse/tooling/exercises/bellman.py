@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from llmcourse import bellman as ref
@@ -195,8 +197,16 @@ def _greedy_indices(q):
 # --------------------------------------------------------------------------- 1.6 value iteration
 
 
+@functools.lru_cache(maxsize=1)
+def _frozen_lake():
+    import gymnasium as gym
+    return gym.make("FrozenLake-v1").unwrapped.P
+
+
 def _vi_cases(rng):
-    cases = [dict(P=sutton_barto_5x5(), gamma=0.9, theta=1e-10), dict(P=sutton_barto_4x4(), gamma=1.0, theta=1e-10)]
+    cases = [dict(P=sutton_barto_5x5(), gamma=0.9, theta=1e-10), dict(P=sutton_barto_4x4(), gamma=1.0, theta=1e-10),
+             # FrozenLake with γ = 1: two actions of one state have values that differ by a few ulps (a real tie)
+             dict(P=_frozen_lake(), gamma=1.0, theta=1e-10)]
     for _ in range(2):
         n_s, n_a = int(rng.integers(3, 7)), int(rng.integers(2, 4))
         cases.append(dict(P=random_mdp(rng, n_s, n_a), gamma=float(np.round(rng.uniform(0.5, 0.95), 2)), theta=1e-10))
@@ -229,6 +239,13 @@ def _vi_stale_policy(P, gamma, theta=1e-10):
     """The greedy policy of the first sweep's values instead of the final ones."""
     V, _ = ref.value_iteration(P, gamma, theta)
     return V, ref.greedy_policy(ref.q_from_v(P, np.zeros(len(P)), gamma))
+
+
+def _vi_exact_ties(P, gamma, theta=1e-10):
+    V, _ = ref.value_iteration(P, gamma, theta)
+    q = ref.q_from_v(P, V, gamma)
+    best = q == q.max(axis=1, keepdims=True)
+    return V, best / best.sum(axis=1, keepdims=True)
 
 
 def _vi_argmax_policy(P, gamma, theta=1e-10):
@@ -332,6 +349,10 @@ register(
             KnownWrong("argmax policy", _vi_argmax_policy,
                        "The values are right, but argmax keeps only the first best action: return "
                        "greedy_policy(q_from_v(P, V, gamma)), which splits ties."),
+            KnownWrong("exact ties only", _vi_exact_ties,
+                       "Your policy splits only between actions whose values are exactly equal. Values that tie "
+                       "in theory can differ by a few ulps after thousands of sweeps (FrozenLake with γ = 1 here): "
+                       "use greedy_policy(q_from_v(P, V, gamma)), which counts actions within a tolerance as tied."),
             KnownWrong("stale policy", _vi_stale_policy,
                        "Compute the greedy policy from the final V (q_from_v(P, V, gamma)), not from an "
                        "earlier one."),
