@@ -34,6 +34,7 @@ baseline is the group's mean reward, paid for with G samples per prompt.
 from __future__ import annotations
 
 import copy
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -43,8 +44,9 @@ from tqdm.auto import tqdm
 from llmcourse import kl
 from llmcourse import taskworld as tw
 from llmcourse.evaluation import response_stats
-from llmcourse.logprobs import masked_mean, masked_sum, target_mask, token_logprobs
+from llmcourse.logprobs import logprobs_from_logits, masked_mean, masked_sum, target_mask, token_logprobs
 from llmcourse.model import GPT
+from llmcourse.ppo_rlhf import entropy_from_logits
 from llmcourse.rule_rewards import rule_rewards
 from llmcourse.run_log import RunLog
 from llmcourse.sampling import sample_responses
@@ -82,6 +84,28 @@ def group_advantages(rewards: torch.Tensor, n_samples: int, scale: bool = True, 
     return advantages.reshape(-1)                                       # (B,)
 
 
+def rloo_advantages(rewards: torch.Tensor, n_samples: int) -> torch.Tensor:
+    """(B,) rewards of prompt-major groups -> (B,) RLOO advantages: each reward minus the mean of the *others*.
+
+    REINFORCE leave-one-out (Kool et al. 2019; Ahmadian et al. 2024, TRL's ``RLOOTrainer``): the baseline of a
+    sample does not contain the sample itself, so it is independent of it and the gradient estimate unbiased.
+    r_i − (Σ_j r_j − r_i)/(G − 1) = G/(G − 1) · (r_i − mean): GRPO's centring, rescaled, and no division by the
+    std. A group whose rewards are all equal gets exactly 0. One right answer of four:
+
+    >>> rloo_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.1, 1.1]), n_samples=2)
+    tensor([ 1., -1.,  0.,  0.,  0.,  0.])
+    >>> rloo_advantages(torch.tensor([1.0, 0.0, 0.0, 0.0]), n_samples=4)
+    tensor([ 1.0000, -0.3333, -0.3333, -0.3333])
+    """
+    if rewards.dim() != 1 or n_samples < 2 or rewards.numel() % n_samples:
+        raise ValueError(f"need (B,) rewards in groups of n_samples={n_samples} (≥ 2), got {tuple(rewards.shape)}")
+    groups = rewards.view(-1, n_samples)                                # (n_prompts, G)
+    others = (groups.sum(dim=1, keepdim=True) - groups) / (n_samples - 1)   # (n_prompts, G): mean of the others
+    advantages = groups - others                                        # (n_prompts, G)
+    all_equal = (groups == groups[:, :1]).all(dim=1, keepdim=True)      # (n_prompts, 1)
+    return torch.where(all_equal, torch.zeros_like(advantages), advantages).reshape(-1)   # (B,)
+
+
 def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
                       eps_low: float = 0.2, eps_high: float | None = None) -> torch.Tensor:
     """GRPO's (and PPO's) clipped surrogate as a per-token loss: (B, T) log-probs, (B,) advantages -> (B, T).
@@ -104,6 +128,30 @@ def clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: to
     unclipped = ratio * adv                                                 # (B, T)
     clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv           # (B, T)
     return -torch.min(unclipped, clipped)                                   # (B, T)
+
+
+def sequence_clipped_surrogate(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor,
+                               eps_low: float = 3e-4, eps_high: float = 4e-4, *, mask: torch.Tensor) -> torch.Tensor:
+    """GSPO's clipped surrogate (Zheng et al. 2025, eq. 5–7), one ratio per *response*, written per token: -> (B, T).
+
+    s_i = exp(mean_t (logp − old_logp)) over response i's ``mask``-ed tokens, the geometric mean of its tokens'
+    ratios; the loss of response i is −min(s_i A_i, clip(s_i, 1 − eps_low, 1 + eps_high) A_i), clipped (or not) as
+    a whole. Per token (GSPO-token): s_{i,t} = sg[s_i] · π_θ(y_t)/sg[π_θ(y_t)], equal to s_i in value, with
+    gradient s_i ∇log π_θ(y_t); averaged per sequence (``aggregate(…, "sequence")``) this is GSPO's loss and its
+    gradient. The defaults are the paper's clip range, far narrower than a token ratio's 0.2, since s_i is a mean of
+    log-ratios. TRL: ``importance_sampling_level="sequence"``. Two responses, log-ratios (0.2, 0) and (0.4, ·):
+
+    >>> logp, m = torch.tensor([[0.2, 0.0], [0.4, 0.0]]), torch.tensor([[True, True], [True, False]])
+    >>> sequence_clipped_surrogate(logp, torch.zeros(2, 2), torch.tensor([1.0, -1.0]), 0.2, 0.2, mask=m)
+    tensor([[-1.1052, -1.1052],
+            [ 1.4918,  1.4918]])
+    """
+    log_ratio = logp - old_logp.detach()                                    # (B, T)
+    seq_log_ratio = masked_mean(log_ratio, mask, dim=1).unsqueeze(-1)       # (B, 1): log s_i
+    ratio = torch.exp(seq_log_ratio.detach() + logp - logp.detach())        # (B, T): s_i in value, ∇ = s_i ∇log π
+    adv = advantages.unsqueeze(-1)                                          # (B, 1)
+    clipped = torch.clamp(ratio, 1 - eps_low, 1 + eps_high) * adv           # (B, T)
+    return -torch.min(ratio * adv, clipped)                                 # (B, T)
 
 
 def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "sequence",
@@ -132,16 +180,20 @@ def aggregate(per_token: torch.Tensor, mask: torch.Tensor, mode: str = "sequence
 
 
 def clip_fraction(logp: torch.Tensor, old_logp: torch.Tensor, advantages: torch.Tensor, mask: torch.Tensor,
-                  eps_low: float = 0.2, eps_high: float | None = None) -> float:
+                  eps_low: float = 0.2, eps_high: float | None = None, ratio_level: str = "token") -> float:
     """Share of the kept tokens whose gradient the clip removes (ratio past 1 + eps_high with A > 0, or below
-    1 − eps_low with A < 0), as TRL logs it (``clip_ratio/region_mean``).
+    1 − eps_low with A < 0), as TRL logs it (``clip_ratio/region_mean``). With ``ratio_level="sequence"`` (GSPO)
+    the ratio is each response's, s_i, and a clipped response counts all its tokens.
 
     >>> logp = torch.log(torch.tensor([[1.5, 1.0], [1.5, 0.5]]))
     >>> clip_fraction(logp, torch.zeros(2, 2), torch.tensor([1.0, -1.0]), torch.ones(2, 2, dtype=torch.bool))
     0.5
     """
     eps_high = eps_low if eps_high is None else eps_high
-    ratio = torch.exp(logp - old_logp).detach()                             # (B, T)
+    log_ratio = (logp - old_logp).detach()                                  # (B, T)
+    if ratio_level == "sequence":
+        log_ratio = masked_mean(log_ratio, mask, dim=1).unsqueeze(-1).expand_as(log_ratio)   # (B, T): log s_i
+    ratio = torch.exp(log_ratio)                                            # (B, T)
     adv = advantages.unsqueeze(-1)                                          # (B, 1)
     clipped = ((ratio > 1 + eps_high) & (adv > 0)) | ((ratio < 1 - eps_low) & (adv < 0))   # (B, T)
     return masked_mean(clipped.float(), mask).item()
@@ -225,6 +277,12 @@ class GRPOConfig:
     """Clip range above (DAPO's clip-higher sets it larger than eps_low)."""
     scale_rewards: bool = True
     """Divide the advantages by the group's std (GRPO); False only centres them (Dr. GRPO)."""
+    advantage: str = "group"
+    """The baseline: "group", the group's mean (`group_advantages`), or "rloo", the mean of the *other* samples
+    (`rloo_advantages`, which divides by no std: it needs ``scale_rewards=False``)."""
+    ratio_level: str = "token"
+    """The importance ratio and its clip: "token" (GRPO, PPO) or "sequence", one ratio per response
+    (GSPO, `sequence_clipped_surrogate`; with μ = 1 the ratio is 1 and the two give the same gradient)."""
     aggregation: str = "sequence"
     """How per-token losses become one: "sequence", "token" (DAPO) or "dr_grpo" (see `aggregate`)."""
     format_weight: float = 0.1
@@ -264,8 +322,10 @@ def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_
 
     Returns one value per update: ``reward`` (mean rule reward), ``accuracy`` (share right), ``format_rate``,
     ``reasoned`` (share with ``<think>``), ``length`` (mean response tokens, EOS included), ``kl`` (mean k3 to the
-    reference over response tokens, NaN when not logged), ``clip_fraction`` (over all μ steps), ``zero_groups``
-    (share of groups whose rule rewards are all equal), ``loss``; and ``seconds`` (training time).
+    reference over response tokens, NaN when not logged), ``entropy`` (the policy's mean next-token entropy over
+    the response tokens, in nats, before the batch's first step: `llmcourse.ppo_rlhf.entropy_from_logits`),
+    ``clip_fraction`` (over all μ steps), ``zero_groups`` (share of groups whose rule rewards are all equal),
+    ``loss``; and ``seconds`` (training time).
     """
     if cfg.aggregation not in AGGREGATIONS:
         raise ValueError(f"unknown aggregation {cfg.aggregation!r}; use one of {AGGREGATIONS}")
@@ -274,6 +334,11 @@ def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_
                          f"in one of {KL_PLACES}")
     if cfg.kl_estimator == "k3_ratio" and cfg.kl_in == "reward":
         raise ValueError("k3_ratio belongs in the loss: in the reward the ratio is a constant 1")
+    if cfg.advantage not in ("group", "rloo") or cfg.ratio_level not in ("token", "sequence"):
+        raise ValueError(f"advantage {cfg.advantage!r} ('group' or 'rloo'), ratio_level {cfg.ratio_level!r} "
+                         "('token' or 'sequence')")
+    if cfg.advantage == "rloo" and cfg.scale_rewards:
+        raise ValueError("RLOO's advantages are not divided by the std: set scale_rewards=False")
     penalty_fn = kl_fn if cfg.kl_estimator in ("k3", "k3_ratio") else kl.ESTIMATORS[cfg.kl_estimator]
     in_reward = cfg.kl_in == "reward" and cfg.beta != 0
     loss_beta = 0.0 if cfg.kl_in == "reward" else cfg.beta
@@ -306,27 +371,37 @@ def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_
         train_rewards = rewards                                                            # (B,)
         if in_reward:
             train_rewards = kl_penalized_rewards(rewards, sampler_logp, ref_logp, mask, cfg.beta, penalty_fn)
-        advantages = advantage_fn(train_rewards, G, scale=cfg.scale_rewards)               # (B,)
+        if cfg.advantage == "rloo":
+            advantages = rloo_advantages(train_rewards, G)                                 # (B,)
+        else:
+            advantages = advantage_fn(train_rewards, G, scale=cfg.scale_rewards)           # (B,)
+        step_surrogate = surrogate_fn
+        if cfg.ratio_level == "sequence":
+            step_surrogate = functools.partial(sequence_clipped_surrogate, mask=mask)
         # Stage 4: μ gradient steps on the batch
         model.train()
         clipped, kl_value = [], float("nan")
         for epoch in range(cfg.epochs):
-            logp = token_logprobs(model, r.ids)                                            # (B, T-1)
+            logits = model(r.ids[:, :-1])                                                  # (B, T-1, V)
+            logp = logprobs_from_logits(logits, r.ids)                                     # (B, T-1)
             old = logp.detach() if old_logp is None else old_logp                          # μ = 1: the ratio is 1
-            if ref_logp is not None and epoch == 0:
-                kl_value = masked_mean(kl_fn(logp.detach(), ref_logp), mask).item()
+            if epoch == 0:
+                entropy = masked_mean(entropy_from_logits(logits.detach()), mask).item()
+                if ref_logp is not None:
+                    kl_value = masked_mean(kl_fn(logp.detach(), ref_logp), mask).item()
             loss = grpo_loss(logp, old, ref_logp, advantages, mask, loss_beta, cfg.eps_low, cfg.eps_high,
-                             cfg.aggregation, cfg.max_new_tokens, surrogate_fn, penalty_fn, aggregate_fn,
+                             cfg.aggregation, cfg.max_new_tokens, step_surrogate, penalty_fn, aggregate_fn,
                              kl_ratio=cfg.kl_estimator == "k3_ratio")
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            clipped.append(clip_fraction(logp, old, advantages, mask, cfg.eps_low, cfg.eps_high))
+            clipped.append(clip_fraction(logp, old, advantages, mask, cfg.eps_low, cfg.eps_high, cfg.ratio_level))
         # Stage 5: what an expert watches
         stats = response_stats(r.texts, r.per_row(batch))
         groups = rewards.view(-1, G)                                                       # (n_prompts, G)
         log.add(reward=rewards.mean().item(), accuracy=stats["accuracy"], format_rate=stats["format_rate"],
                 reasoned=stats["reasoned_share"], length=r.response_lens.float().mean().item(), kl=kl_value,
+                entropy=entropy,
                 clip_fraction=sum(clipped) / len(clipped),
                 zero_groups=(groups == groups[:, :1]).all(dim=1).float().mean().item(), loss=loss.item())
     log.evaluate(cfg.updates)

@@ -23,13 +23,14 @@ token, the draw itself held fixed (no score-function term). Per position, with y
                      E_{π_old}[∇(ρ k3)] = ∇KL(π ‖ π_ref)           the reverse KL again
     k1 in the reward (−β k1 added to the reward, no gradient through it; chapter 09's PPO):
                      the policy gradient E[k1 ∇log π(y)] = ∇KL(π ‖ π_ref)    the reverse KL
-    k3 in the reward E[k3 ∇log π(y)] ≠ ∇KL                          biased
+    k3 in the reward E[k3 ∇log π(y)] = ∇KL(π ‖ π_ref) − ∇KL(π_ref ‖ π)       biased
 
-`loss_gradient` computes these expectations exactly on a categorical distribution; the tests check
-each line against autograd's gradient of `categorical_kl`. Over a whole response the reverse KL of
-the sequences also depends on how earlier tokens change later prefixes: a per-token loss term
-(k2, or k3 × ρ) gives the reverse KL's gradient at each sampled prefix, the response's summed k1
-in the reward gives the sequence's (Tang & Munos 2025; Shah et al. 2025, "A Comedy of Estimators").
+`expected_gradient` computes these expectations exactly on a categorical distribution (each line is a
+per-token loss in `PLACEMENTS`); the tests check each against autograd's gradient of `categorical_kl`.
+Over a whole response the reverse KL of the sequences also depends on how earlier tokens change later
+prefixes: a per-token loss term (k2, or k3 × ρ) gives the reverse KL's gradient at each sampled prefix,
+the response's summed k1 in the reward gives the sequence's (Tang & Munos 2025, "On a few pitfalls in KL
+divergence gradient estimation for RL"; Shah et al. 2025, "A Comedy of Estimators").
 
 PPO for LLMs (chapter 09) subtracts β·k1 from each token's reward; GRPO as published (DeepSeekMath)
 and TRL's ``GRPOTrainer`` add β·k3 to each token's loss, which pulls along the forward KL's gradient
@@ -98,11 +99,6 @@ def k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 ESTIMATORS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {"k1": k1, "k2": k2, "k3": k3}
 """The estimators by name, e.g. for a config field ``kl_estimator: str = "k3"``."""
 
-PLACEMENTS = ("k1 in the loss", "k2 in the loss", "k3 in the loss", "k3 × ratio in the loss",
-              "k1 in the reward", "k3 in the reward")
-"""Where a KL estimate can act in training (`loss_gradient`), as the module docstring lists them."""
-
-
 def importance_weighted(values: torch.Tensor, logp: torch.Tensor, old_logp: torch.Tensor) -> torch.Tensor:
     """``values · π_θ(y)/π_old(y)`` per token, the ratio's denominator detached: (…) -> (…).
 
@@ -143,37 +139,48 @@ def categorical_kl(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tens
     return terms.sum(dim=-1)                                            # (…)
 
 
-def loss_gradient(logits: torch.Tensor, ref_logits: torch.Tensor, placement: str) -> torch.Tensor:
-    """Exact E_{y~π}[∇_logits ℓ(y)] for a KL estimate used as ``placement``: (V,), (V,) logits -> (V,).
+def k3_ratio_loss(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+    """k3 × π_θ/π_old as a loss term where the tokens were just sampled from π_θ (π_old = π_θ, detached)."""
+    return importance_weighted(k3(logp, ref_logp), logp, logp.detach())
 
-    π = softmax(logits), π_ref = softmax(ref_logits). ℓ(y) is what a training step differentiates for a
-    sampled token y, with the draw held fixed, as autograd does: "kN in the loss" is kN(y); "k3 × ratio in
-    the loss" is k3(y) · π_θ(y)/π_old(y) at π_old = π_θ (`importance_weighted`); "kN in the reward" is
-    the policy-gradient loss −A log π(y) with the advantage A = −kN(y), a constant. Every token is weighed
-    by π(y), a constant too, so the expectation is exact: no sampling. Compare with
-    ``torch.autograd.grad(categorical_kl(logits, ref_logits), logits)`` (reverse KL) and with
-    ``categorical_kl(ref_logits, logits)`` (forward KL).
+
+def in_the_reward(estimator: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+                  ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+    """The per-token loss of an estimator put in the reward: REINFORCE's −A log π(y) with the advantage
+    A = −estimator(y), a constant (no gradient flows through a reward)."""
+    def loss(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
+        return estimator(logp, ref_logp).detach() * logp
+    return loss
+
+
+PLACEMENTS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "k1 in the loss": k1, "k2 in the loss": k2, "k3 in the loss": k3, "k3 × ratio in the loss": k3_ratio_loss,
+    "k1 in the reward": in_the_reward(k1), "k3 in the reward": in_the_reward(k3)}
+"""Where a KL estimate can act in training, each as the per-token loss ``ℓ(logp, ref_logp)`` a step differentiates
+at a sampled token (see the module docstring for what each follows on average; `expected_gradient`)."""
+
+
+def expected_gradient(logits: torch.Tensor, ref_logits: torch.Tensor,
+                      loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    """Exact E_{y~π}[∇_logits ℓ(y)] of a per-token loss ℓ = ``loss_fn(logp, ref_logp)``: (V,), (V,) logits -> (V,).
+
+    π = softmax(logits), π_ref = softmax(ref_logits). A training step differentiates ℓ at a sampled token with the
+    draw held fixed, as autograd does; here every token's ℓ is weighed by π(y), a constant (detached), so one
+    backward pass gives the expectation exactly, without sampling. Compare with
+    ``torch.autograd.grad(categorical_kl(logits, ref_logits), logits)`` (the reverse KL's gradient) and with
+    ``categorical_kl(ref_logits, logits)``'s (the forward KL's).
 
     π = (½, ½), π_ref = (¾, ¼): k1 in the loss does nothing; k2 gives ∇KL(π ‖ π_ref) = (−(log 3)/4, (log 3)/4);
     k3 gives ∇KL(π_ref ‖ π) = π − π_ref:
 
     >>> logits, ref_logits = torch.zeros(2), torch.tensor([0.75, 0.25]).log()
-    >>> [loss_gradient(logits, ref_logits, p) for p in ("k1 in the loss", "k2 in the loss", "k3 in the loss")]
+    >>> [expected_gradient(logits, ref_logits, k).abs() if k is k1 else expected_gradient(logits, ref_logits, k)
+    ...  for k in (k1, k2, k3)]
     [tensor([0., 0.]), tensor([-0.2747,  0.2747]), tensor([-0.2500,  0.2500])]
     """
-    if placement not in PLACEMENTS:
-        raise ValueError(f"unknown placement {placement!r}; use one of {PLACEMENTS}")
-    estimator = ESTIMATORS[placement[:2]]
     logits = logits.detach().clone().requires_grad_(True)               # (V,)
     logp = torch.log_softmax(logits, dim=-1)                            # (V,): log π(y) for every y
     ref_logp = torch.log_softmax(ref_logits.detach(), dim=-1)           # (V,)
-    if placement.endswith("in the reward"):
-        advantage = -estimator(logp, ref_logp).detach()                 # (V,): a reward, no gradient through it
-        per_token = -advantage * logp                                   # (V,): REINFORCE's loss
-    else:
-        per_token = estimator(logp, ref_logp)                           # (V,)
-        if "ratio" in placement:
-            per_token = importance_weighted(per_token, logp, logp.detach())
     weights = logp.exp().detach()                                       # (V,): y ~ π, the draw not differentiated
-    (grad,) = torch.autograd.grad((weights * per_token).sum(), logits)
+    (grad,) = torch.autograd.grad((weights * loss_fn(logp, ref_logp)).sum(), logits)
     return grad                                                         # (V,)

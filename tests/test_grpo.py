@@ -1,6 +1,7 @@
 """GRPO's clipped surrogate, aggregation variants and loss against hand-worked values and TRL's formulas,
 and the training loop on a few tiny batches."""
 
+import functools
 import math
 
 import pytest
@@ -63,6 +64,69 @@ def test_clipped_tokens_get_no_gradient_and_the_old_logprobs_none():
     logp2 = _log(1.5, 0.5).view(2, 1).clone().requires_grad_(True)
     grpo.clipped_surrogate(logp2, torch.zeros(2, 1), torch.tensor([-1.0, 1.0])).sum().backward()
     assert torch.allclose(logp2.grad, torch.tensor([[1.5], [-0.5]]))  # not clipped: −A · ratio
+
+
+# --------------------------------------------------------------------------- RLOO and GSPO
+
+
+def test_rloo_advantages_by_hand():
+    # G = 4, rewards (1.1, 0, 0.1, 1): each minus the mean of the other three
+    adv = grpo.rloo_advantages(torch.tensor([1.1, 0.0, 0.1, 1.0]), n_samples=4)
+    assert torch.allclose(adv, torch.tensor([1.1 - 1.1 / 3, 0.0 - 2.2 / 3, 0.1 - 2.1 / 3, 1.0 - 1.2 / 3]))
+    # = G/(G − 1) · (r − mean): GRPO's centring, rescaled, no std
+    r = torch.tensor([1.1, 0.0, 0.1, 1.0, 0.0, 0.0, 1.0, 1.1])
+    assert torch.allclose(grpo.rloo_advantages(r, 4), 4 / 3 * grpo.group_advantages(r, 4, scale=False), atol=1e-6)
+    assert torch.equal(grpo.rloo_advantages(torch.tensor([1.1] * 3 + [0.1] * 3), 3), torch.zeros(6))
+    with pytest.raises(ValueError):
+        grpo.rloo_advantages(torch.zeros(5), 2)
+
+
+def _gspo_by_the_paper(logp, old, adv, mask, eps_low, eps_high):
+    """GSPO's objective as written (Zheng et al. 2025, eq. 5): one ratio per response, one loss per response."""
+    s = torch.exp(((logp - old) * mask).sum(1) / mask.sum(1))          # (B,): the geometric mean of token ratios
+    return (-torch.min(s * adv, torch.clamp(s, 1 - eps_low, 1 + eps_high) * adv)).mean()
+
+
+def test_sequence_surrogate_by_hand_and_against_the_papers_form():
+    # response 0: log-ratios (0.2, 0.0) -> s = e^0.1; response 1: (0.4), masked 9 -> s = e^0.4
+    logp = torch.tensor([[0.2, 0.0], [0.4, 9.0]], requires_grad=True)
+    mask = torch.tensor([[True, True], [True, False]])
+    adv = torch.tensor([1.0, -1.0])
+    per_token = grpo.sequence_clipped_surrogate(logp, torch.zeros(2, 2), adv, 0.2, 0.2, mask=mask)
+    assert torch.allclose(per_token[mask], torch.tensor([-math.exp(0.1)] * 2 + [math.exp(0.4)]))
+    grpo.aggregate(per_token, mask, "sequence").backward()
+    # ∂/∂logp_t of mean_i(−s_i A_i) = −A_i s_i / (B |o_i|): (−e^0.1/4, −e^0.1/4), (+e^0.4/2)
+    assert torch.allclose(logp.grad, torch.tensor([[-math.exp(0.1) / 4] * 2, [math.exp(0.4) / 2, 0.0]]))
+    g = torch.Generator().manual_seed(0)
+    lp, old = -torch.rand(5, 7, generator=g), -torch.rand(5, 7, generator=g)
+    m, a = torch.rand(5, 7, generator=g) > 0.3, torch.randn(5, generator=g)
+    m[:, 0] = True
+    for eps in ((3e-4, 4e-4), (0.2, 0.2)):                           # most responses clipped, then few
+        x = lp.clone().requires_grad_(True)
+        ours = grpo.aggregate(grpo.sequence_clipped_surrogate(x, old, a, *eps, mask=m), m, "sequence")
+        (g_ours,) = torch.autograd.grad(ours, x)
+        y = lp.clone().requires_grad_(True)
+        paper = _gspo_by_the_paper(y, old, a, m.float(), *eps)
+        (g_paper,) = torch.autograd.grad(paper, y)
+        assert torch.allclose(ours, paper, atol=1e-6) and torch.allclose(g_ours, g_paper, atol=1e-6)
+
+
+def test_at_ratio_one_gspo_and_grpo_give_the_same_gradient():
+    # μ = 1: s_i = 1 and each token's ratio is 1, so GSPO's step is GRPO's per-sequence step
+    g = torch.Generator().manual_seed(2)
+    lp, m, a = -torch.rand(4, 6, generator=g), torch.rand(4, 6, generator=g) > 0.2, torch.randn(4, generator=g)
+    grads = []
+    for surrogate in (grpo.clipped_surrogate, functools.partial(grpo.sequence_clipped_surrogate, mask=m)):
+        x = lp.clone().requires_grad_(True)
+        grads.append(torch.autograd.grad(grpo.aggregate(surrogate(x, x.detach(), a, 0.2, 0.2), m), x)[0])
+    assert torch.allclose(grads[0], grads[1], atol=1e-7)
+
+
+def test_clip_fraction_per_sequence_counts_whole_responses():
+    logp = torch.tensor([[0.5, 0.0], [0.1, 0.1]])                      # s = e^0.25 (clipped, A > 0), e^0.1 (not)
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    assert grpo.clip_fraction(logp, torch.zeros(2, 2), torch.ones(2), mask, 0.2, 0.2, "sequence") == 0.5
+    assert grpo.clip_fraction(logp, torch.zeros(2, 2), torch.ones(2), mask, 0.2, 0.2) == 0.25
 
 
 # --------------------------------------------------------------------------- aggregation
@@ -182,7 +246,8 @@ def test_train_grpo_history_and_evaluation_calls(base):
     model, seen = copy.deepcopy(base), []
     h = grpo.train_grpo(model, grpo.GRPOConfig(**TINY), on_eval=lambda u, m: seen.append(u))
     assert seen == [0, 2]
-    for key in ("reward", "accuracy", "format_rate", "reasoned", "length", "kl", "clip_fraction", "zero_groups", "loss"):
+    for key in ("reward", "accuracy", "format_rate", "reasoned", "length", "kl", "entropy", "clip_fraction",
+                "zero_groups", "loss"):
         assert len(h[key]) == 2, key
     assert h["kl"][0] == 0.0                                           # the first batch is scored before any step
     assert h["clip_fraction"] == [0.0, 0.0]                            # μ = 1: the ratio is exactly 1
@@ -238,8 +303,33 @@ def test_train_grpo_puts_the_kl_where_the_config_says(base, estimator, place, mo
         assert rule <= {0.0, 0.1, 1.0, 1.1}
 
 
+def test_the_entropy_is_the_sampling_policys_over_the_response_tokens(base):
+    import copy
+    from llmcourse.logprobs import masked_mean, target_mask
+    from llmcourse.ppo_rlhf import entropy_from_logits
+    from llmcourse.sampling import sample_responses
+    from llmcourse import taskworld as tw
+    cfg = grpo.GRPOConfig(**TINY)
+    h = grpo.train_grpo(copy.deepcopy(base), cfg)
+    # the first batch, sampled again the same way from the same model, scored by hand
+    problems = tw.sample_problems(cfg.updates * cfg.prompts_per_update, seed=10_000 + cfg.seed)[:cfg.prompts_per_update]
+    r = sample_responses(base, problems, cfg.samples_per_prompt, max_new_tokens=cfg.max_new_tokens,
+                         temperature=cfg.temperature, generator=torch.Generator().manual_seed(cfg.seed))
+    with torch.no_grad():
+        expected = masked_mean(entropy_from_logits(base(r.ids[:, :-1])), target_mask(r.response_mask)).item()
+    assert h["entropy"][0] == pytest.approx(expected, rel=1e-5) and 0 < expected < math.log(base.cfg.vocab_size)
+
+
+@pytest.mark.parametrize("variant", [dict(advantage="rloo", scale_rewards=False), dict(ratio_level="sequence", epochs=2)])
+def test_train_grpo_runs_rloo_and_gspo(base, variant):
+    import copy
+    h = grpo.train_grpo(copy.deepcopy(base), grpo.GRPOConfig(**TINY, **variant))
+    assert all(math.isfinite(x) for x in h["loss"])
+
+
 def test_train_grpo_rejects_unknown_kl_settings(base):
-    for bad in (dict(kl_estimator="k4"), dict(kl_in="advantage"), dict(kl_estimator="k3_ratio", kl_in="reward")):
+    for bad in (dict(kl_estimator="k4"), dict(kl_in="advantage"), dict(kl_estimator="k3_ratio", kl_in="reward"),
+                dict(advantage="rloo"), dict(advantage="leave-one-out", scale_rewards=False), dict(ratio_level="seq")):
         with pytest.raises(ValueError):
             grpo.train_grpo(base, grpo.GRPOConfig(**TINY, **bad))
 

@@ -21,7 +21,7 @@ import torch
 from torch.distributions import Categorical, kl_divergence
 
 from llmcourse import grpo, kl
-from llmcourse.kl import (ESTIMATORS, PLACEMENTS, categorical_kl, importance_weighted, k1, k2, k3, loss_gradient,
+from llmcourse.kl import (ESTIMATORS, PLACEMENTS, categorical_kl, expected_gradient, importance_weighted, k1, k2, k3,
                           per_token_kl)
 from llmcourse.logprobs import masked_mean, target_mask, token_logprobs
 from llmcourse.model import GPT, GPTConfig
@@ -192,7 +192,7 @@ def test_what_each_estimator_does_as_a_loss_exactly(scale, seed):
                 "k3 in the reward": reverse - forward}                  # biased
     assert set(expected) == set(PLACEMENTS)
     for placement, target in expected.items():
-        assert torch.allclose(loss_gradient(logp, ref_logp, placement), target, atol=1e-12), placement
+        assert torch.allclose(expected_gradient(logp, ref_logp, PLACEMENTS[placement]), target, atol=1e-12), placement
     # k1 and k3 have the same expected value, the KL, and different expected gradients
     assert math.isclose(float((logp.exp() * k1(logp, ref_logp)).sum()), float((logp.exp() * k3(logp, ref_logp)).sum()))
 
@@ -201,11 +201,12 @@ def test_the_expected_gradients_by_hand():
     # π = (½, ½), π_ref = (¾, ¼). ∂KL(π‖π_ref)/∂z_j = π_j (log(π_j/π_ref,j) − KL); ∂KL(π_ref‖π)/∂z_j = π_j − π_ref,j
     logits, ref_logits = torch.zeros(2, dtype=torch.float64), torch.tensor([0.75, 0.25], dtype=torch.float64).log()
     q = math.log(3) / 4
-    assert torch.allclose(loss_gradient(logits, ref_logits, "k2 in the loss"), torch.tensor([-q, q], dtype=torch.float64))
-    assert torch.allclose(loss_gradient(logits, ref_logits, "k3 in the loss"), torch.tensor([-0.25, 0.25], dtype=torch.float64))
-    assert torch.equal(loss_gradient(logits, ref_logits, "k1 in the loss").abs(), torch.zeros(2, dtype=torch.float64))
-    with pytest.raises(ValueError, match="unknown placement"):
-        loss_gradient(logits, ref_logits, "k2 in the reward")
+    assert torch.allclose(expected_gradient(logits, ref_logits, k2), torch.tensor([-q, q], dtype=torch.float64))
+    assert torch.allclose(expected_gradient(logits, ref_logits, k3), torch.tensor([-0.25, 0.25], dtype=torch.float64))
+    assert torch.equal(expected_gradient(logits, ref_logits, k1).abs(), torch.zeros(2, dtype=torch.float64))
+    # in the reward, k1's advantage −k1 = (log(3/2), −log 2) weighs the score: E = Σ π k1 ∇log π = ∇KL(π ‖ π_ref)
+    assert torch.allclose(expected_gradient(logits, ref_logits, PLACEMENTS["k1 in the reward"]),
+                          torch.tensor([-q, q], dtype=torch.float64))
 
 
 def test_on_policy_the_ratio_corrected_k3_has_k2s_gradient_token_by_token():
