@@ -1,15 +1,19 @@
-"""The course's final comparison: the base model against LoRA SFT, DPO, PPO and GRPO on one held-out set (seed 0).
+"""The course's final comparison: the base model against LoRA SFT, DPO and its variants, PPO and GRPO on one
+held-out set (seed 0).
 
 Each method trains a fresh copy of the shipped base model with its chapter's recipe (seed 0, one
 thread): LoRA SFT on reasoned responses (chapter 06: rank 4, 20 steps, lr 3e-3), plain DPO and DPO
-with the SFT term (RPO, chapter 08: 40 steps × 32 of the base model's own rule-labelled pairs),
-PPO against the shipped reward model (chapter 09: `PPOConfig()`), and GRPO with rule rewards
-(chapter 10: its recipe, `grpo.RECIPE`, lr 2e-4 and β 0.04). Then every model answers the 256 held-out problems: greedily once and
+with the SFT term (RPO, chapter 08: 40 steps × 32 of the base model's own rule-labelled pairs), ORPO
+on the same pairs (`ORPOConfig()`: the same budget, λ 0.1, no reference) and KTO on their responses
+unpaired (`KTOConfig()`: 40 steps × 64 examples, β 0.1, λ_D = λ_U = 1), PPO against the shipped reward
+model (chapter 09: `PPOConfig()`), and GRPO with rule rewards (chapter 10: its recipe, `grpo.RECIPE`,
+lr 2e-4 and β 0.04). Then every model answers the 256 held-out problems: greedily once and
 16 times at temperature 1 (sampled accuracy is pass@1 over those 16; pass@16 is the share of
 problems with at least one right answer among them). The KL to the base model is the exact
 categorical KL summed over the tokens of the model's own sampled responses (4 per problem), in
 nats per response: how far each method moved the model where it actually answers. Training
-seconds count the optimisation only (not the pair sampling of DPO, not evaluation).
+seconds count the optimisation and the reference's pass of DPO, RPO and KTO (not the pair sampling, not
+evaluation).
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from dataclasses import replace
 
 from llmcourse import taskworld as tw
 from llmcourse.checkpoint import load_base_model
-from llmcourse.dpo import RPO_ALPHA, DPOConfig, chapter_pairs, train_dpo
+from llmcourse.dpo import RPO_ALPHA, DPOConfig, KTOConfig, ORPOConfig, chapter_pairs, train_dpo, train_kto, train_orpo
 from llmcourse.evaluation import evaluate, kl_to_model
 from llmcourse.grpo import RECIPE as GRPO_RECIPE
 from llmcourse.grpo import train_grpo
@@ -44,6 +48,12 @@ def _train_all(base: GPT) -> dict[str, tuple[GPT, float]]:
         model = copy.deepcopy(base)
         h = train_dpo(model, pairs, DPOConfig(rpo_alpha=alpha, seed=0))
         models[name] = (model, h["seconds"][0])
+    model = copy.deepcopy(base)
+    h = train_orpo(model, pairs, ORPOConfig(seed=0))
+    models["ORPO (ch. 08)"] = (model, h["seconds"][0])
+    model = copy.deepcopy(base)
+    h = train_kto(model, pairs, KTOConfig(seed=0))
+    models["KTO (ch. 08)"] = (model, h["seconds"][0])
     rm = load_reward_model()
     actor = copy.deepcopy(base)
     h = train_ppo(actor, make_critic(rm), rm, PPOConfig(seed=0))

@@ -1,4 +1,5 @@
-"""Chapter 08 exercises: sequence log-probs of responses, the DPO loss, implicit rewards, IPO, SimPO, RPO's SFT term."""
+"""Chapter 08 exercises: sequence log-probs of responses, the DPO loss, implicit rewards, IPO, SimPO, RPO's SFT term,
+the ORPO loss and the KTO loss."""
 
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ def _t(x, dtype=torch.float32) -> torch.Tensor:
     return torch.tensor(np.asarray(x), dtype=dtype)
 
 
+_NO_GRAD_NO_REFERENCE_HINT = ("The value is right but the loss carries no gradient: it was computed under "
+                              "`torch.no_grad()` or detached on the way, so training with it would change nothing.")
 _NO_GRAD_HINT = ("The value is right but the loss carries no gradient: it was computed under `torch.no_grad()`, "
                  "or detached (`.detach()`, `.item()`, `float(...)`, NumPy) on the way, so training with it would "
                  "change nothing. Detach only the reference's log-probs.")
@@ -374,6 +377,209 @@ def _nll_via_mean_of_ratio(policy_chosen_logps, chosen_lens):
     return -torch.mean(policy_chosen_logps.double() / chosen_lens.double())
 
 
+# --------------------------------------------------------------------------- 8.7 ORPO
+
+
+def _orpo_cases(rng: np.random.Generator) -> list[dict]:
+    log = np.log
+    hand = dict(policy_chosen_logps=_t([2 * log(0.5)]), policy_rejected_logps=_t([log(0.2)]),
+                chosen_lens=_t([2], torch.long), rejected_lens=_t([1], torch.long), lam=0.5)
+    two = dict(policy_chosen_logps=_t([2 * log(0.5), 3 * log(0.2)]), policy_rejected_logps=_t([log(0.2), 2 * log(0.5)]),
+               chosen_lens=_t([2, 3], torch.long), rejected_lens=_t([1, 2], torch.long), lam=0.1)
+    # extreme values: a mean log-prob of −120 per token (P = e^−120 is 0 in float32), chosen side, then rejected side
+    chosen_far = dict(policy_chosen_logps=_t([-240.0, -3.0]), policy_rejected_logps=_t([-2.0, -12.0]),
+                      chosen_lens=_t([2, 6], torch.long), rejected_lens=_t([4, 3], torch.long), lam=1.0)
+    rejected_far = dict(policy_chosen_logps=_t([-1.0, -3.0]), policy_rejected_logps=_t([-360.0, -12.0]),
+                        chosen_lens=_t([5, 6], torch.long), rejected_lens=_t([3, 3], torch.long), lam=1.0)
+    cases = [hand, two, chosen_far, rejected_far]
+    for lam in (0.1, 0.5, 2.0):
+        B = int(rng.integers(3, 9))
+        lc, lr = rng.integers(3, 30, B), rng.integers(3, 30, B)
+        cases.append(dict(policy_chosen_logps=_t(lc * rng.uniform(-3.0, -0.1, B)),
+                          policy_rejected_logps=_t(lr * rng.uniform(-3.0, -0.1, B)),
+                          chosen_lens=_t(lc, torch.long), rejected_lens=_t(lr, torch.long), lam=lam))
+    return cases
+
+
+def _orpo_with(log_odds, odds_term, nll, policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, lam):
+    """ORPO written from its parts, so that each known mistake changes one of them."""
+    ratio = log_odds(policy_chosen_logps / chosen_lens) - log_odds(policy_rejected_logps / rejected_lens)
+    return nll(policy_chosen_logps, chosen_lens) + lam * odds_term(ratio)
+
+
+def _or_term(ratio):
+    return -F.logsigmoid(ratio).mean()
+
+
+def _naive_log_odds(avg):
+    p = torch.exp(avg)
+    return torch.log(p) - torch.log(1 - p)
+
+
+def _trl_log_odds(avg):
+    return avg - torch.log1p(-torch.exp(avg))                           # TRL's ORPOTrainer.odds_ratio_loss
+
+
+def _orpo_unnormalised(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, lam):
+    ratio = dpo.log_odds(policy_chosen_logps) - dpo.log_odds(policy_rejected_logps)   # whole-sequence P(y|x)
+    return dpo.chosen_nll(policy_chosen_logps, chosen_lens) + lam * _or_term(ratio)
+
+
+def _orpo_naive(**kw):
+    return _orpo_with(_naive_log_odds, _or_term, dpo.chosen_nll, **kw)
+
+
+def _orpo_log_of_sigmoid(**kw):
+    return _orpo_with(dpo.log_odds, lambda r: -torch.log(torch.sigmoid(r)).mean(), dpo.chosen_nll, **kw)
+
+
+def _orpo_term_sign(**kw):
+    return _orpo_with(dpo.log_odds, lambda r: F.logsigmoid(r).mean(), dpo.chosen_nll, **kw)
+
+
+def _orpo_swapped(**kw):
+    return _orpo_with(dpo.log_odds, lambda r: -F.logsigmoid(-r).mean(), dpo.chosen_nll, **kw)
+
+
+def _orpo_probability_ratio(**kw):
+    return _orpo_with(lambda avg: avg, _or_term, dpo.chosen_nll, **kw)     # log P_w − log P_l: no log(1 − P)
+
+
+def _orpo_no_lambda(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, lam):
+    return _orpo_with(dpo.log_odds, _or_term, dpo.chosen_nll, policy_chosen_logps, policy_rejected_logps,
+                      chosen_lens, rejected_lens, 1.0)
+
+
+def _orpo_lambda_on_sft(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, lam):
+    ratio = dpo.log_odds(policy_chosen_logps / chosen_lens) - dpo.log_odds(policy_rejected_logps / rejected_lens)
+    return lam * dpo.chosen_nll(policy_chosen_logps, chosen_lens) + _or_term(ratio)
+
+
+def _orpo_no_sft(**kw):
+    return _orpo_with(dpo.log_odds, _or_term, lambda logps, lens: 0.0, **kw)
+
+
+def _orpo_nll_per_sequence(**kw):
+    return _orpo_with(dpo.log_odds, _or_term, lambda logps, lens: (-logps).mean(), **kw)
+
+
+def _orpo_sum(**kw):
+    return _orpo_with(dpo.log_odds, lambda r: -F.logsigmoid(r).sum(), lambda logps, lens: (-logps / lens).sum(), **kw)
+
+
+def _orpo_in_place(policy_chosen_logps, policy_rejected_logps, chosen_lens, rejected_lens, lam):
+    policy_chosen_logps /= chosen_lens                                 # per-token means written over the caller's sums
+    policy_rejected_logps /= rejected_lens
+    ratio = dpo.log_odds(policy_chosen_logps) - dpo.log_odds(policy_rejected_logps)
+    return -policy_chosen_logps.mean() + lam * _or_term(ratio)
+
+
+def _orpo_trl_form(**kw):
+    return _orpo_with(_trl_log_odds, _or_term, dpo.chosen_nll, **kw)
+
+
+# --------------------------------------------------------------------------- 8.8 KTO
+
+_KTO_ARGS = ("policy_logps", "ref_logps", "policy_kl_logps", "ref_kl_logps")
+
+
+def _kto_case(rng: np.random.Generator, B: int, z0_shift: float, beta: float, lambda_d: float, lambda_u: float) -> dict:
+    ref, ref_kl = rng.uniform(-30, -2, B), rng.uniform(-40, -5, B)
+    desirable = rng.permutation(np.arange(B) < int(rng.integers(1, B)))         # both labels present
+    return dict(policy_logps=_t(ref + rng.normal(0, 3, B)), ref_logps=_t(ref), desirable=_t(desirable, torch.bool),
+                policy_kl_logps=_t(ref_kl + z0_shift + rng.normal(0, 1, B)), ref_kl_logps=_t(ref_kl),
+                beta=beta, lambda_d=lambda_d, lambda_u=lambda_u)
+
+
+def _kto_cases(rng: np.random.Generator) -> list[dict]:
+    hand = dict(policy_logps=_t([-4.0, -6.0]), ref_logps=_t([-5.0, -5.0]), desirable=_t([True, False], torch.bool),
+                policy_kl_logps=_t([-10.0, -12.0]), ref_kl_logps=_t([-11.0, -12.0]), beta=1.0, lambda_d=1.0, lambda_u=2.0)
+    # the mismatched rows' mean log-ratio is −1.5: z0 = max(0, −1.5) = 0
+    clamped = dict(policy_logps=_t([-4.0, -6.0, -3.0]), ref_logps=_t([-5.0, -5.0, -5.0]),
+                   desirable=_t([False, True, False], torch.bool), policy_kl_logps=_t([-13.0, -12.5, -10.0]),
+                   ref_kl_logps=_t([-11.0, -12.0, -8.0]), beta=0.5, lambda_d=1.5, lambda_u=1.0)
+    cases = [hand, clamped]
+    for beta, z0_shift in ((0.1, 2.0), (0.5, 1.0), (2.0, 0.5), (0.5, -1.5)):
+        lambda_d, lambda_u = rng.uniform(0.5, 2.0, 2)
+        cases.append(_kto_case(rng, int(rng.integers(4, 11)), z0_shift, beta, float(lambda_d), float(lambda_u)))
+    return cases
+
+
+def _kto_with(z0_fn, desirable_fn, undesirable_fn, policy_logps, ref_logps, desirable, policy_kl_logps, ref_kl_logps,
+              beta, lambda_d, lambda_u):
+    """KTO written from its parts, so that each known mistake changes one of them."""
+    z0 = z0_fn(policy_kl_logps, ref_kl_logps, policy_logps, ref_logps)
+    r = policy_logps - ref_logps.detach()
+    losses = torch.where(desirable, lambda_d * desirable_fn(beta, r, z0), lambda_u * undesirable_fn(beta, r, z0))
+    return losses.mean()
+
+
+def _z0(policy_kl_logps, ref_kl_logps, policy_logps, ref_logps):
+    return (policy_kl_logps - ref_kl_logps).mean().clamp(min=0).detach()
+
+
+def _above(beta, r, z0):
+    return 1 - torch.sigmoid(beta * (r - z0))
+
+
+def _below(beta, r, z0):
+    return 1 - torch.sigmoid(beta * (z0 - r))
+
+
+def _kto_z0_not_detached(**kw):
+    return _kto_with(lambda pk, rk, p, r: (pk - rk).mean().clamp(min=0), _above, _below, **kw)
+
+
+def _kto_lambdas_swapped(lambda_d, lambda_u, **kw):
+    return _kto_with(_z0, _above, _below, lambda_d=lambda_u, lambda_u=lambda_d, **kw)
+
+
+def _kto_undesirable_wrong_side(**kw):
+    return _kto_with(_z0, _above, _above, **kw)                        # pushes undesirable examples *up*
+
+
+def _kto_z0_not_clamped(**kw):
+    return _kto_with(lambda pk, rk, p, r: (pk - rk).mean().detach(), _above, _below, **kw)
+
+
+def _kto_no_reference_point(**kw):
+    return _kto_with(lambda pk, rk, p, r: torch.zeros(()), _above, _below, **kw)
+
+
+def _kto_z0_from_the_batch(**kw):
+    return _kto_with(lambda pk, rk, p, r: (p - r).mean().clamp(min=0).detach(), _above, _below, **kw)
+
+
+def _kto_log_sigmoid(**kw):
+    return _kto_with(_z0, lambda b, r, z: -F.logsigmoid(b * (r - z)), lambda b, r, z: -F.logsigmoid(b * (z - r)), **kw)
+
+
+def _kto_ref_not_detached(policy_logps, ref_logps, desirable, policy_kl_logps, ref_kl_logps, beta, lambda_d, lambda_u):
+    z0 = _z0(policy_kl_logps, ref_kl_logps, policy_logps, ref_logps)
+    r = policy_logps - ref_logps
+    return torch.where(desirable, lambda_d * _above(beta, r, z0), lambda_u * _below(beta, r, z0)).mean()
+
+
+def _kto_class_means(policy_logps, ref_logps, desirable, policy_kl_logps, ref_kl_logps, beta, lambda_d, lambda_u):
+    z0 = _z0(policy_kl_logps, ref_kl_logps, policy_logps, ref_logps)
+    r = policy_logps - ref_logps.detach()
+    return (lambda_d * _above(beta, r[desirable], z0)).mean() + (lambda_u * _below(beta, r[~desirable], z0)).mean()
+
+
+def _kto_in_place(policy_logps, ref_logps, desirable, policy_kl_logps, ref_kl_logps, beta, lambda_d, lambda_u):
+    policy_logps -= ref_logps.detach()                                 # the log-ratios written over the caller's log-probs
+    z0 = _z0(policy_kl_logps, ref_kl_logps, policy_logps, ref_logps)
+    return torch.where(desirable, lambda_d * _above(beta, policy_logps, z0),
+                       lambda_u * _below(beta, policy_logps, z0)).mean()
+
+
+def _kto_trl_form(policy_logps, ref_logps, desirable, policy_kl_logps, ref_kl_logps, beta, lambda_d, lambda_u):
+    kl = (policy_kl_logps - ref_kl_logps).mean().detach().clamp(min=0)         # TRL's KTOTrainer.kto_loss
+    chosen = 1 - torch.sigmoid(beta * ((policy_logps - ref_logps.detach())[desirable] - kl))
+    rejected = 1 - torch.sigmoid(beta * (kl - (policy_logps - ref_logps.detach())[~desirable]))
+    return torch.cat((lambda_d * chosen, lambda_u * rejected), 0).mean()
+
+
 # --------------------------------------------------------------------------- registry
 
 register(
@@ -443,9 +649,10 @@ register(
                        "You summed over the pairs; the loss is the mean, so that its size (and the learning rate that "
                        "suits it) does not depend on the batch size."),
             KnownWrong("reference not detached", _dpo_ref_not_detached,
-                       "The value is right, but a gradient reaches the reference's log-probs. The reference is frozen: "
-                       "detach them (`ref_chosen_logps.detach()`), or with a shared model (LoRA's disable_adapters) "
-                       "the update would also push the reference."),
+                       "The value is right, but a gradient reaches the reference's log-probs. The reference is a fixed "
+                       "target: its log-probs are constants of the objective, and no gradient may flow into whatever "
+                       "computed them (given log-probs that still carry a graph into weights being trained, the loss "
+                       "would also be lowered by moving those). Detach them: `ref_chosen_logps.detach()`."),
             KnownWrong("no gradient", under_no_grad(dpo.dpo_loss), _NO_GRAD_HINT),
             KnownWrong("log of sigmoid", _dpo_log_of_sigmoid,
                        "torch.log(torch.sigmoid(x)) underflows: for x = −300, σ(x) is 0 in float32 and the loss is "
@@ -548,9 +755,7 @@ register(
             KnownWrong("averages in place", _simpo_in_place,
                        "The value is right, but you divided the caller's log-probs in place (`/=`). Compute the "
                        "averages into new tensors."),
-            KnownWrong("no gradient", under_no_grad(dpo.simpo_loss),
-                       "The value is right but the loss carries no gradient: it was computed under `torch.no_grad()` "
-                       "or detached on the way, so training with it would change nothing."),
+            KnownWrong("no gradient", under_no_grad(dpo.simpo_loss), _NO_GRAD_NO_REFERENCE_HINT),
         ],
         known_right=[KnownRight("TRL's CPOTrainer form, γ/β inside", _simpo_trl_form),
                      KnownRight("float64", as_float64(dpo.simpo_loss))],
@@ -580,5 +785,102 @@ register(
                        "or detached, so it could not keep the chosen responses likely."),
         ],
         known_right=[KnownRight("float64", _nll_via_mean_of_ratio)],
+        atol=1e-5),
+    Exercise(
+        id="8.7", title="The ORPO loss", reference=dpo.orpo_loss, cases=_orpo_cases,
+        grad_wrt=("policy_chosen_logps", "policy_rejected_logps"),
+        hint="Average each response's log-prob over its own length (log P); log odds = log P − log(1 − P) with "
+             "log(1 − P) = torch.log(-torch.expm1(log P)); loss = mean of −log π(y_w)/|y_w| plus λ times the mean of "
+             "−log σ(log odds_w − log odds_l).",
+        known_wrong=[
+            KnownWrong("odds of the whole sequence", _orpo_unnormalised,
+                       "ORPO's odds use the length-normalised likelihood, P(y|x) = exp(log π(y|x)/|y|) (Hong et al. "
+                       "eq. 4; TRL averages the log-probs too): divide each summed log-prob by its response's length "
+                       "before taking the odds. Odds of whole sequences make every long response look unlikely."),
+            KnownWrong("log(P) − log(1 − P) with P = exp(·)", _orpo_naive,
+                       "Right on ordinary values, but P = exp(log P) underflows to 0 when the mean log-prob is below "
+                       "about −104 in float32 (about −17 in float16), and log 0 = −inf. Work in log space: "
+                       "log odds = log P − log(1 − P) with log(1 − P) = torch.log(-torch.expm1(log P)) "
+                       "(or torch.log1p(-torch.exp(log P)), as TRL writes it)."),
+            KnownWrong("log of sigmoid", _orpo_log_of_sigmoid,
+                       "torch.log(torch.sigmoid(x)) is −inf once σ(x) underflows (x below about −88 in float32): a pair "
+                       "whose chosen response is far less likely than the rejected one would give an infinite loss. "
+                       "Use F.logsigmoid(x)."),
+            KnownWrong("odds-ratio term with the wrong sign", _orpo_term_sign,
+                       "log σ(log OR) is the log-likelihood of ranking the chosen response higher; the loss adds its "
+                       "*negative*, λ · (−log σ(log odds_w − log odds_l)), so minimising it widens the odds ratio."),
+            KnownWrong("chosen and rejected swapped", _orpo_swapped,
+                       "Your odds ratio favours the rejected response: it is odds(y_w|x)/odds(y_l|x), "
+                       "log odds_w − log odds_l, inside −log σ(·)."),
+            KnownWrong("probability ratio instead of odds ratio", _orpo_probability_ratio,
+                       "You compared log P_w − log P_l, a ratio of probabilities (CPO's and SimPO's margin). ORPO "
+                       "compares *odds*, P/(1 − P): subtract log(1 − P) from each log P first."),
+            KnownWrong("no λ", _orpo_no_lambda,
+                       "λ weighs the odds-ratio term against the SFT term: L_SFT + λ · L_OR (the paper uses λ = 0.1)."),
+            KnownWrong("λ on the SFT term", _orpo_lambda_on_sft,
+                       "λ multiplies the odds-ratio term, not the SFT term: L_SFT + λ · L_OR."),
+            KnownWrong("no SFT term", _orpo_no_sft,
+                       "ORPO has no reference model: its anchor is the SFT term, the chosen responses' NLL per token "
+                       "(`chosen_nll`, exercise 8.6). Add it: L_SFT + λ · L_OR."),
+            KnownWrong("SFT term not per token", _orpo_nll_per_sequence,
+                       "The SFT term is the chosen responses' NLL *per token*, −log π(y_w|x)/|y_w|, averaged over pairs "
+                       "(exercise 8.6): divide by chosen_lens."),
+            KnownWrong("sum over pairs", _orpo_sum,
+                       "Take the mean over pairs, not the sum, so that λ and the learning rate mean the same at any "
+                       "batch size."),
+            KnownWrong("averages in place", _orpo_in_place,
+                       "The value is right, but you divided the caller's log-probs in place (`/=`): the training loop "
+                       "logs from the same tensors. Compute the averages into new tensors."),
+            KnownWrong("no gradient", under_no_grad(dpo.orpo_loss), _NO_GRAD_NO_REFERENCE_HINT),
+        ],
+        known_right=[KnownRight("TRL's log1p(−exp(·)) form", _orpo_trl_form),
+                     KnownRight("float64", as_float64(dpo.orpo_loss))],
+        atol=1e-5),
+    Exercise(
+        id="8.8", title="The KTO loss", reference=dpo.kto_loss, cases=_kto_cases, grad_wrt=_KTO_ARGS,
+        grad_help="Only the policy's log-probs of the examples may carry a gradient. The reference's log-probs are "
+                  "constants of the objective, and so is the reference point z0: KTO treats it as a fixed baseline "
+                  "(TRL computes it without gradients), so that an example is pushed by its own log-ratio only.",
+        hint="r = policy_logps − ref_logps (reference detached); z0 = mean of policy_kl_logps − ref_kl_logps, clamped at "
+             "0, detached; desirable: λ_D (1 − σ(β (r − z0))), undesirable: λ_U (1 − σ(β (z0 − r))); the mean over "
+             "all examples.",
+        known_wrong=[
+            KnownWrong("z0 not detached", _kto_z0_not_detached,
+                       "The value is right, but a gradient flows through the reference point z0 into the mismatched "
+                       "rows' log-probs. z0 is a baseline, a constant of each step: `.detach()` it (TRL computes it "
+                       "without gradients), or every example would also push the policy's KL estimate around."),
+            KnownWrong("λ_D and λ_U swapped", _kto_lambdas_swapped,
+                       "λ_D weighs the *desirable* examples and λ_U the undesirable ones; yours are the other way round."),
+            KnownWrong("wrong side for undesirable examples", _kto_undesirable_wrong_side,
+                       "For an undesirable example the value is σ(β (z0 − r)): its loss falls as its log-ratio r falls "
+                       "*below* z0. Yours, 1 − σ(β (r − z0)), rewards raising it, as for a desirable one."),
+            KnownWrong("z0 not clamped at 0", _kto_z0_not_clamped,
+                       "z0 estimates KL(π ‖ π_ref), which is never negative; the batch estimate can be (here −1.5), so "
+                       "clamp it: `.clamp(min=0)` (Ethayarajh et al.; TRL's `kl.clamp(min=0)`)."),
+            KnownWrong("no reference point", _kto_no_reference_point,
+                       "KTO compares each log-ratio with a reference point z0, the batch's estimate of KL(π ‖ π_ref) "
+                       "from the mismatched rows: σ(β (r − z0)), not σ(β r)."),
+            KnownWrong("z0 from the examples themselves", _kto_z0_from_the_batch,
+                       "z0 comes from the *mismatched* rows (each prompt with another example's response: "
+                       "policy_kl_logps − ref_kl_logps), not from the examples being trained on, whose log-ratios the "
+                       "loss is moving."),
+            KnownWrong("−log σ instead of 1 − σ", _kto_log_sigmoid,
+                       "KTO's value function is σ itself, bounded: L = λ_y − v with v = λ_D σ(β (r − z0)) for desirable "
+                       "examples, so the loss is λ_D (1 − σ(·)), which saturates. −log σ(·) is DPO-like and keeps "
+                       "pushing examples that are already far on the right side."),
+            KnownWrong("reference not detached", _kto_ref_not_detached,
+                       "The value is right, but a gradient reaches the reference's log-probs: they are constants of the "
+                       "objective, detach them (`ref_logps.detach()`)."),
+            KnownWrong("mean of each label, added", _kto_class_means,
+                       "You averaged the desirable and the undesirable losses separately and added the two means. KTO's "
+                       "loss is one expectation over the examples (TRL: one mean over all of them); the weights λ_D and "
+                       "λ_U are what balances the two kinds."),
+            KnownWrong("log-ratios in place", _kto_in_place,
+                       "The value is right, but you subtracted the reference from the caller's `policy_logps` in place "
+                       "(`-=`). Compute the log-ratios into a new tensor."),
+            KnownWrong("no gradient", under_no_grad(dpo.kto_loss), _NO_GRAD_HINT),
+        ],
+        known_right=[KnownRight("TRL's form, desirable rows first", _kto_trl_form),
+                     KnownRight("float64", as_float64(dpo.kto_loss))],
         atol=1e-5),
 )
