@@ -172,6 +172,12 @@ def test_explained_variance():
     assert math.isnan(pr.explained_variance(ret, torch.ones(2, 6), MASK))
 
 
+def test_tokens_to_end_counts_the_response_tokens_after_each_one():
+    got = pr.tokens_to_end(MASK)
+    assert got.tolist() == [[-1, -1, 2, 1, 0, -1], [-1, 1, 0, -1, -1, -1]]
+    assert torch.equal(got == 0, torch.nn.functional.one_hot(pr.last_response_column(MASK), MASK.size(1)).bool())
+
+
 def test_entropy_of_a_uniform_distribution_is_log_v():
     assert torch.allclose(pr.entropy_from_logits(torch.zeros(3, 8)), torch.full((3,), math.log(8)))
 
@@ -197,9 +203,13 @@ def test_make_reference_is_a_frozen_copy_and_make_critic_a_trainable_one():
     assert critic.head.weight.data_ptr() != rm.head.weight.data_ptr()
 
 
-def test_memory_footprint():
-    assert pr.memory_footprint(10) == 120
+def test_memory_footprint_counts_16_bytes_per_trained_parameter_as_the_zero_paper_does():
+    # mixed precision: 2 (bf16 weights) + 2 (bf16 gradients) + 4 (fp32 master weights) + 4 + 4 (Adam moments)
+    assert pr.memory_footprint(10) == 160
     assert pr.memory_footprint(10, trainable=False) == 20
+    # float32: 4 + 4 + 8, no separate master copy
+    assert pr.memory_footprint(10, bytes_per_param=4) == 160
+    assert pr.memory_footprint(10, bytes_per_param=4, trainable=False) == 40
 
 
 @pytest.fixture(scope="module")
@@ -226,6 +236,7 @@ def test_train_ppo_reports_every_signal_once_per_rollout(short_run):
     assert short_run["calls"] == [0, 1, 2]
     assert h["kl"][0] == pytest.approx(0.0, abs=1e-5)        # the first rollout comes from the reference itself
     assert 0 <= h["clip_fraction"][0] <= 1 and h["entropy"][0] > 0 and h["response_length"][0] >= 1
+    assert h["approx_kl"][0] >= 0                             # k3 of the ratio: never negative
 
 
 def test_train_ppo_trains_actor_and_critic_and_leaves_the_reward_model_alone(short_run):
