@@ -21,7 +21,7 @@ from llmcourse import dpo, grpo, lora, ppo_rlhf
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BENCHMARKED = {"PPOConfig", "DPOConfig", "GRPOConfig", "RewardConfig"}
+BENCHMARKED = {"PPOConfig", "DPOConfig", "ORPOConfig", "KTOConfig", "GRPOConfig", "RewardConfig"}
 """Configs of runs that a benchmark measures (chapters 03, 07, 08, 09, 10)."""
 
 FREE = {"seed", "eval_every", "rpo_alpha"}
@@ -75,8 +75,9 @@ def test_benchmarks_use_the_package_recipes():
     from llmcourse.tooling.benchmarks import grpo as grpo_bench
     from llmcourse.tooling.benchmarks import grpo_variants, lora as lora_bench
     assert grpo_variants.VARIANTS["GRPO (recipe)"] is grpo.RECIPE
-    assert all(replace(v, **{f: getattr(grpo.RECIPE, f) for f in ("scale_rewards", "aggregation", "epochs")}) == grpo.RECIPE
-               for v in grpo_variants.VARIANTS.values())                 # each variant changes one thing only
+    budget = ("updates", "prompts_per_update", "samples_per_prompt", "lr", "beta", "temperature", "max_new_tokens",
+              "format_weight", "seed")                                  # every variant runs on the recipe's budget
+    assert all(getattr(v, f) == getattr(grpo.RECIPE, f) for v in grpo_variants.VARIANTS.values() for f in budget)
     assert grpo_bench.PLAIN is grpo.PLAIN
     assert dpo_bench.CONFIG == replace(dpo.DPOConfig(), eval_every=10)    # evaluating does not change the run
     assert lora_bench.RUNS is lora.RUNS and lora_bench.sft_run is lora.sft_run
@@ -96,6 +97,8 @@ def test_the_comparison_trains_each_method_with_its_chapters_recipe(monkeypatch)
     monkeypatch.setattr(cmp, "sft_run", record("sft_run", ("lora model", done)))
     monkeypatch.setattr(cmp, "chapter_pairs", record("chapter_pairs", "pairs"))
     monkeypatch.setattr(cmp, "train_dpo", record("train_dpo", done))
+    monkeypatch.setattr(cmp, "train_orpo", record("train_orpo", done))
+    monkeypatch.setattr(cmp, "train_kto", record("train_kto", done))
     monkeypatch.setattr(cmp, "train_ppo", record("train_ppo", done))
     monkeypatch.setattr(cmp, "train_grpo", record("train_grpo", done))
     monkeypatch.setattr(cmp, "load_reward_model", lambda: "rm")
@@ -106,6 +109,8 @@ def test_the_comparison_trains_each_method_with_its_chapters_recipe(monkeypatch)
     assert ("LoRA r=4", kwargs["rank"], kwargs["lr"]) in lora.RUNS and kwargs.get("steps", 20) == 20
     assert seen["chapter_pairs"] == [(("base",), {"seed": 0})]
     assert [a[2] for a, _ in seen["train_dpo"]] == [dpo.DPOConfig(seed=0), dpo.DPOConfig(rpo_alpha=dpo.RPO_ALPHA, seed=0)]
+    assert [a[2] for a, _ in seen["train_orpo"]] == [dpo.ORPOConfig(seed=0)]
+    assert [a[2] for a, _ in seen["train_kto"]] == [dpo.KTOConfig(seed=0)]
     assert seen["train_ppo"][0][0][3] == ppo_rlhf.PPOConfig(seed=0)
     assert seen["train_grpo"][0][0][1] == grpo.RECIPE
 
