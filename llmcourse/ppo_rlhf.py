@@ -42,7 +42,9 @@ The critic explains a third of the returns' variance (``--only ppo_critic``): a 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -395,3 +397,22 @@ def memory_footprint(n_params: int, bytes_per_param: int = 2, trainable: bool = 
     master = 4 if bytes_per_param < 4 else 0                                         # float32 master weights
     return n_params * (2 * bytes_per_param + master + 8)
 
+
+# --------------------------------------------------------------------------- measured
+
+
+KL_FRONTIER_PATH = Path(__file__).parent / "data" / "ppo_kl_frontier.json"
+"""The held-out trajectories of `PPOConfig`'s run and the weak-β run, seeds 0–2 (written by the benchmark)."""
+
+
+def kl_frontier() -> dict:
+    """The measured trajectories (``python -m llmcourse bench --skip-notebooks --only ppo_rlhf``, seeds 0–2).
+
+    ``runs``: one entry per β and seed, with ``points``, one per held-out evaluation (every ``eval_every``
+    rollouts and after the last): ``rollout``, ``kl`` (exact KL to the reference, nats per response),
+    ``sampled_accuracy`` (by the rules), ``greedy_accuracy``, ``rm_score`` (the reward model's mean score of
+    the same samples) and ``reasoned_wrong_share``; and per training rollout ``entropy``, ``rollout_kl``,
+    ``rollout_accuracy`` and ``rollout_rm_score``. ``base``: the base model's sampled accuracy and RM score;
+    ``config``: the recipe (`PPOConfig`) they were measured with; ``weak_beta``: the second β.
+    """
+    return json.loads(KL_FRONTIER_PATH.read_text(encoding="utf-8"))
