@@ -17,14 +17,16 @@ Shapes: N (or any leading dims) tokens, d_in input features, d_out output featur
 The functions (`lora_forward`, `lora_delta`, `merge_weights`, `dora_forward`) are the math;
 the modules (`LoRALinear`, `DoRALinear`) and `inject_lora` put it into the course's GPT;
 `sft_run` is chapter 06's experiment (SFT of the base model, full or LoRA, with the chapter's settings).
-PEFT's ``LoraConfig(r, lora_alpha, lora_dropout, target_modules, use_dora)`` is the
-industrial version of the same thing (its ``scaling = lora_alpha / r``; rsLoRA uses α/√r).
+PEFT's ``LoraConfig(r, lora_alpha, lora_dropout, target_modules, use_dora, use_rslora)`` is the
+industrial version of the same thing (its ``scaling = lora_alpha / r``, or ``lora_alpha / √r`` with
+``use_rslora=True``, rank-stabilised LoRA, Kalajdzievski 2023; here ``use_rslora`` too).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -47,21 +49,23 @@ DEFAULT_TARGETS = ("attn", "mlp")
 # --------------------------------------------------------------------------- the math, as functions
 
 
-def lora_scaling(alpha: float, r: int) -> float:
-    """The factor in front of B A: α / r (the original LoRA and PEFT's default).
+def lora_scaling(alpha: float, r: int, use_rslora: bool = False) -> float:
+    """The factor in front of B A: α / r (the original LoRA and PEFT's default), or α / √r (rsLoRA).
 
-    Dividing by r keeps the update's size roughly independent of the rank, so α need not be
-    re-tuned when r changes. (rsLoRA, ``use_rslora=True`` in PEFT, uses α / √r instead.)
+    Hu et al. divide by r so that α need not be re-tuned when r changes. Kalajdzievski (2023, rank-stabilised
+    LoRA) showed that with α / r larger ranks learn more slowly (their gradients collapse as r grows), and that
+    α / √r is the scaling that keeps learning stable across ranks; PEFT's ``use_rslora=True``. The two agree
+    at r = 1.
 
-    >>> lora_scaling(16, 8)
-    2.0
+    >>> lora_scaling(16, 8), lora_scaling(16, 4, use_rslora=True), lora_scaling(3, 1, use_rslora=True)
+    (2.0, 8.0, 3.0)
     """
-    return alpha / r
+    return alpha / math.sqrt(r) if use_rslora else alpha / r
 
 
-def lora_delta(A: torch.Tensor, B: torch.Tensor, alpha: float, r: int) -> torch.Tensor:
-    """The weight update ΔW = (α/r) · B A: A (r, d_in), B (d_out, r) -> (d_out, d_in), rank ≤ r."""
-    return lora_scaling(alpha, r) * (B @ A)                           # (d_out, d_in)
+def lora_delta(A: torch.Tensor, B: torch.Tensor, alpha: float, r: int, use_rslora: bool = False) -> torch.Tensor:
+    """The weight update ΔW = (α/r) · B A (α/√r with ``use_rslora``): A (r, d_in), B (d_out, r) -> (d_out, d_in), rank ≤ r."""
+    return lora_scaling(alpha, r, use_rslora) * (B @ A)               # (d_out, d_in)
 
 
 def lora_forward(x: torch.Tensor, W: torch.Tensor, b: torch.Tensor | None, A: torch.Tensor,
@@ -170,7 +174,7 @@ class LoRALinear(nn.Module):
     """A frozen ``nn.Linear`` plus a trainable rank-r update: W x + b + (α/r) B A dropout(x).
 
     ``base`` is kept (and frozen) as ``self.base``; ``lora_A`` (r, d_in) and ``lora_B`` (d_out, r)
-    are the only trainable parameters. States:
+    are the only trainable parameters; ``use_rslora`` scales by α/√r instead of α/r (`lora_scaling`). States:
 
     * ``merged``: ΔW has been added into ``base.weight`` (`merge`); the forward is then the base layer's.
     * ``disabled``: the forward is the base layer alone (see `disable_adapters`), exactly the base model's
@@ -184,13 +188,13 @@ class LoRALinear(nn.Module):
     True
     """
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False):
         super().__init__()
         if r < 1:
             raise ValueError(f"the rank r must be a positive integer, got {r}")
         self.base = base
-        self.r, self.alpha = r, alpha
-        self.scaling = lora_scaling(alpha, r)
+        self.r, self.alpha, self.use_rslora = r, alpha, use_rslora
+        self.scaling = lora_scaling(alpha, r, use_rslora)
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         w = base.weight
         self.lora_A = nn.Parameter(torch.empty(r, base.in_features, device=w.device, dtype=w.dtype))     # (r, d_in)
@@ -210,11 +214,11 @@ class LoRALinear(nn.Module):
         return self.base.out_features
 
     def delta_weight(self) -> torch.Tensor:
-        """ΔW = (α/r) B A, (d_out, d_in)."""
-        return lora_delta(self.lora_A, self.lora_B, self.alpha, self.r)
+        """ΔW = (α/r) B A (α/√r with ``use_rslora``), (d_out, d_in)."""
+        return lora_delta(self.lora_A, self.lora_B, self.alpha, self.r, self.use_rslora)
 
     def adapter(self, x: torch.Tensor) -> torch.Tensor:
-        """The adapter's branch alone, (α/r) B A x: (..., d_in) -> (..., d_out) (dropout is the caller's)."""
+        """The adapter's branch alone, scaling · B A x: (..., d_in) -> (..., d_out) (dropout is the caller's)."""
         return self.scaling * ((x @ self.lora_A.T) @ self.lora_B.T)   # through (..., r)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -241,7 +245,8 @@ class LoRALinear(nn.Module):
             self.merged = False
 
     def extra_repr(self) -> str:
-        return f"r={self.r}, alpha={self.alpha}, merged={self.merged}, disabled={self.disabled}"
+        rs = ", use_rslora=True" if self.use_rslora else ""
+        return f"r={self.r}, alpha={self.alpha}{rs}, merged={self.merged}, disabled={self.disabled}"
 
 
 class DoRALinear(LoRALinear):
@@ -259,8 +264,8 @@ class DoRALinear(LoRALinear):
     True
     """
 
-    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
-        super().__init__(base, r, alpha, dropout)
+    def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0, use_rslora: bool = False):
+        super().__init__(base, r, alpha, dropout, use_rslora)
         self.magnitude = nn.Parameter(weight_norm(base.weight.detach()).clone())      # (d_out,)
         self._merged_norm: torch.Tensor | None = None
 
@@ -311,13 +316,13 @@ def _matches(name: str, targets: tuple[str, ...]) -> bool:
 
 
 def inject_lora(model: nn.Module, r: int, alpha: float, targets: tuple[str, ...] = DEFAULT_TARGETS,
-                dropout: float = 0.0, dora: bool = False) -> nn.Module:
+                dropout: float = 0.0, dora: bool = False, use_rslora: bool = False) -> nn.Module:
     """Replace the chosen ``nn.Linear`` layers of ``model`` by `LoRALinear` (or `DoRALinear`), freeze the rest.
 
     The course's GPT has, per block, ``attn.c_attn`` (3C, C), ``attn.c_proj`` (C, C), ``mlp.c_fc``
     (4C, C) and ``mlp.c_proj`` (C, 4C). ``lm_head`` shares its weight with the token embedding,
-    so it is not a target here. Changes ``model`` in place and returns it; afterwards only the
-    adapters' parameters require gradients.
+    so it is not a target here. ``use_rslora``: scale by α/√r (`lora_scaling`). Changes ``model`` in place
+    and returns it; afterwards only the adapters' parameters require gradients.
     """
     if any(_matches("lm_head", (t,)) for t in targets):
         raise ValueError("lm_head shares its weight with the token embedding (wte); adapt the blocks instead")
@@ -331,7 +336,7 @@ def inject_lora(model: nn.Module, r: int, alpha: float, targets: tuple[str, ...]
     for name, linear in chosen:
         parent_name, _, child = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
-        setattr(parent, child, layer_cls(linear, r, alpha, dropout))
+        setattr(parent, child, layer_cls(linear, r, alpha, dropout, use_rslora))
     return model
 
 
@@ -428,6 +433,22 @@ RUNS = (("full FT", None, 3e-4), ("LoRA r=1", 1, 3e-3), ("LoRA r=2", 2, 3e-3), (
         ("LoRA r=8", 8, 3e-3))
 """Chapter 06's runs: (name, rank or None for full fine-tuning, peak lr); each method's lr from a small sweep."""
 
+
+@dataclass(frozen=True)
+class RankSweep:
+    """Chapter 06's rank sweep: LoRA at every rank with one fixed α, scaled by α/r and by α/√r (rsLoRA)."""
+
+    ranks: tuple[int, ...] = (1, 2, 4, 8, 16, 32, 64)
+    """The ranks; 64 adapts half of the 128 dimensions of the model's residual stream."""
+    alpha: float = 8.0
+    """α, the same at every rank: the chapter's r = 4 run has α = 2r = 8, so its α/r run is that run."""
+    lr: float = RUNS[3][2]
+    """LoRA's peak learning rate in `RUNS` (3e-3), for every rank and both scalings; the budget is `sft_config`'s."""
+
+
+RANK_SWEEP = RankSweep()
+"""The sweep that `benchmarks/rank_scaling.py` measures over 3 seeds and chapter 06 quotes."""
+
 WATCH = "blocks.1.mlp.c_fc"
 """The layer whose update chapter 06 looks at (its singular values)."""
 
@@ -444,14 +465,14 @@ def sft_config(lr: float, seed: int = 0, steps: int = 20) -> TrainConfig:
                        weight_decay=0.0)
 
 
-def sft_run(rank: int | None, lr: float, seed: int = 0, steps: int = 20,
-            device: str | torch.device = "cpu") -> tuple[GPT, dict[str, list[float]]]:
+def sft_run(rank: int | None, lr: float, seed: int = 0, steps: int = 20, device: str | torch.device = "cpu",
+            alpha: float | None = None, use_rslora: bool = False) -> tuple[GPT, dict[str, list[float]]]:
     """SFT on reasoned responses of a fresh base model: full fine-tuning if ``rank`` is None, else LoRA on every
-    linear layer of the blocks with α = 2r. Returns the model and `llmcourse.sft.finetune`'s history (its
-    ``seconds``: the training time)."""
+    linear layer of the blocks with ``alpha`` (default 2r, `RUNS`) and α/r scaling (α/√r with ``use_rslora``).
+    Returns the model and `llmcourse.sft.finetune`'s history (its ``seconds``: the training time)."""
     torch.manual_seed(seed)
     model = load_base_model(device)
     if rank is not None:
-        inject_lora(model, r=rank, alpha=2 * rank)
+        inject_lora(model, r=rank, alpha=2 * rank if alpha is None else alpha, use_rslora=use_rslora)
     history = finetune(model, sft_problems(), sft_config(lr, seed, steps), reasoned_share=1.0)
     return model, history

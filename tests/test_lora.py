@@ -6,6 +6,7 @@ equalities between variants (merged = unmerged, disabled = base, adapter at init
 m = ‖V‖ = LoRA); parameter counts by the formula r·(d_in + d_out) per adapted layer.
 """
 
+import copy
 import doctest
 import math
 
@@ -82,6 +83,50 @@ def test_scaling_is_alpha_over_r_as_in_peft():
     # same B A, rank 2 with α = 4 gives the same update as rank 1 with α = 2
     A2, B2 = torch.cat([A, torch.zeros(1, 3)]), torch.cat([B, torch.zeros(2, 1)], dim=1)
     assert torch.equal(lora.lora_forward(X, W, b, A2, B2, alpha=4, r=2), Y)
+
+
+def test_rslora_scales_by_alpha_over_sqrt_r_and_equals_lora_at_rank_one():
+    assert lora.lora_scaling(8, 16, use_rslora=True) == 2.0 and lora.lora_scaling(8, 16) == 0.5
+    assert lora.lora_scaling(5, 1, use_rslora=True) == lora.lora_scaling(5, 1) == 5.0
+    g = torch.Generator().manual_seed(9)
+    A4, B4 = torch.randn(4, 3, generator=g), torch.randn(2, 4, generator=g)
+    assert torch.allclose(lora.lora_delta(A4, B4, alpha=6, r=4, use_rslora=True), 3.0 * (B4 @ A4))
+
+
+def test_rslora_layer_computes_alpha_over_sqrt_r_and_merges_what_it_computes():
+    torch.manual_seed(1)
+    base = nn.Linear(5, 3)
+    layer = LoRALinear(base, r=4, alpha=6, use_rslora=True)
+    with torch.no_grad():
+        layer.lora_B.copy_(torch.randn(3, 4))
+    x = torch.randn(2, 5)
+    want = base(x) + 3.0 * (x @ layer.lora_A.T) @ layer.lora_B.T     # α/√r = 6/2
+    assert layer.scaling == 3.0 and "use_rslora=True" in repr(layer)
+    assert torch.allclose(layer(x), want, atol=1e-6)
+    assert torch.allclose(layer.delta_weight(), 3.0 * layer.lora_B @ layer.lora_A)
+    with torch.no_grad():
+        layer.merge()
+        assert torch.allclose(layer(x), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("dora", [False, True])
+def test_rslora_at_rank_one_is_the_same_model_as_lora(dora):
+    base, ids = _gpt(), _ids()
+    outs = []
+    for use_rslora in (False, True):
+        torch.manual_seed(0)                                          # the same A in both
+        m = lora.inject_lora(copy.deepcopy(base), r=1, alpha=3, dora=dora, use_rslora=use_rslora)
+        g = torch.Generator().manual_seed(4)
+        with torch.no_grad():
+            for layer in lora.lora_layers(m):
+                layer.lora_B.copy_(torch.randn(layer.lora_B.shape, generator=g))
+            outs.append(m(ids))
+    assert torch.equal(outs[0], outs[1])
+
+
+def test_inject_passes_rslora_to_every_layer():
+    m = lora.inject_lora(_gpt(), r=4, alpha=8, use_rslora=True)
+    assert {layer.scaling for layer in lora.lora_layers(m)} == {4.0}
 
 
 def test_lora_forward_without_bias_and_with_batch_dims():
@@ -373,3 +418,12 @@ def test_lora_state_dict_holds_only_the_adapters_and_round_trips(dora):
     assert torch.equal(fresh(ids), model(ids))
     with pytest.raises(KeyError):
         lora.load_lora_state_dict(inject_lora(_gpt(), r=2, alpha=4, targets=("attn",)), state)
+
+
+def test_the_rank_sweep_runs_the_chapters_lora_recipe_at_one_alpha():
+    from llmcourse.tooling.benchmarks import rank_scaling
+    assert rank_scaling.RANK_SWEEP is lora.RANK_SWEEP and rank_scaling.sft_run is lora.sft_run
+    lora_lrs = {lr for _, rank, lr in lora.RUNS if rank is not None}
+    assert lora_lrs == {lora.RANK_SWEEP.lr}                            # the chapter's LoRA learning rate
+    assert ("LoRA r=4", 4, lora.RANK_SWEEP.lr) in lora.RUNS and lora.RANK_SWEEP.alpha == 2 * 4   # its r = 4 run's α
+    assert lora.RANK_SWEEP.ranks[0] == 1 and max(lora.RANK_SWEEP.ranks) == 64
