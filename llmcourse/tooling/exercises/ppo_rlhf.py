@@ -449,6 +449,11 @@ def _ev_unbiased(values, returns, mask):
     return (1 - (r - v).var() / r.var()).item()                        # n − 1 in both: the same ratio
 
 
+def _ev_tensor(values, returns, mask):
+    v, r = values[mask].double(), returns[mask].double()
+    return 1 - (r - v).var(unbiased=False) / r.var(unbiased=False)   # the right number, left a 0-d tensor
+
+
 def _ev_numpy(values, returns, mask):
     v, r = values[mask].numpy(), returns[mask].numpy()
     return 1 - np.var(r - v) / np.var(r)
@@ -639,6 +644,9 @@ register(
             KnownWrong("ratio of variances", _ev_var_ratio,
                        "Var(V)/Var(R) says how spread the predictions are, not whether they are right. Use the "
                        "error: 1 − Var(R − V)/Var(R)."),
+            KnownWrong("a 0-d tensor", _ev_tensor,
+                       "The number is right, but it is a 0-d tensor: the docstring asks for a number, and a tensor "
+                       "keeps its dtype and device in the training log. Return `float(...)` of it (or `.item()`)."),
         ],
         known_right=[KnownRight("sample variances (n − 1 cancels)", _ev_unbiased),
                      KnownRight("NumPy", _ev_numpy)],
