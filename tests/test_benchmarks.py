@@ -56,6 +56,9 @@ def _shrink(name: str, mod, mp: pytest.MonkeyPatch) -> None:
         mp.setattr(mod, "RewardConfig", partial(mod.RewardConfig, n_problems=16, steps=2, batch_size=4))
     elif name == "ppo_rlhf":
         mp.setattr(mod, "PPOConfig", partial(mod.PPOConfig, rollouts=1, prompts_per_rollout=4))
+    elif name == "rank_scaling":
+        mp.setattr(mod, "RANK_SWEEP", replace(mod.RANK_SWEEP, ranks=(1, 2)))
+        mp.setattr(mod, "sft_run", partial(mod.sft_run, steps=1))
     elif name == "ppo_critic":
         mp.setattr(mod, "PPOConfig", partial(mod.PPOConfig, rollouts=1, prompts_per_rollout=4))
         mp.setattr(mod, "VARIANTS", dict(list(mod.VARIANTS.items())[-1:]))     # the fresh-head one: its own branch
