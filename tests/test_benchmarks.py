@@ -43,6 +43,18 @@ def _shrink(name: str, mod, mp: pytest.MonkeyPatch) -> None:
         mp.setattr(mod, "VARIANTS", {k: replace(v, **tiny_grpo) for k, v in list(mod.VARIANTS.items())[:2]})
         mp.setattr(mod, "K", 2)
         mp.setattr(mod, "KS", (1, 2))
+    elif name == "grpo_kl":
+        mp.setattr(mod, "PLACEMENTS", {k: replace(v, **tiny_grpo) for k, v in mod.PLACEMENTS.items()})
+        mp.setattr(mod, "K", 2)
+    elif name == "grpo_entropy":
+        mp.setattr(mod, "RUNS", {k: replace(v, **tiny_grpo) for k, v in list(mod.RUNS.items())[:2]})
+        mp.setattr(mod, "K", 2)
+    elif name == "grpo_passk":
+        mp.setattr(mod, "problem_sets", lambda: {"a": list(FEW[:3]), "b": list(FEW[3:])})
+        mp.setattr(mod, "sft_run", partial(mod.sft_run, steps=1))
+        mp.setattr(mod, "RECIPE", replace(mod.RECIPE, **tiny_grpo))
+        mp.setattr(mod, "N", 2)
+        mp.setattr(mod, "KS", (1, 2))
     elif name == "lora":
         mp.setattr(mod, "RUNS", mod.RUNS[:2])
         mp.setattr(mod, "SWEEP", mod.SWEEP[:1])
