@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import copy
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import torch
@@ -407,3 +407,13 @@ def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_
     log.evaluate(cfg.updates)
     model.eval()
     return log.finish()
+
+
+def grpo_run(cfg: GRPOConfig, seed: int = 0, device: str | torch.device = "cpu") -> tuple[GPT, dict[str, list[float]]]:
+    """A fresh copy of the shipped base model trained with ``cfg`` for ``seed`` (torch's global seed set too):
+    the model and `train_grpo`'s history. What the benchmarks run for each configuration and seed."""
+    from llmcourse.checkpoint import load_base_model                   # the shipped model (chapter 05)
+    torch.manual_seed(seed)
+    model = load_base_model(device)
+    history = train_grpo(model, replace(cfg, seed=seed))
+    return model, history

@@ -327,6 +327,13 @@ def test_train_grpo_runs_rloo_and_gspo(base, variant):
     assert all(math.isfinite(x) for x in h["loss"])
 
 
+def test_grpo_run_trains_a_fresh_base_model_with_the_seed(base):
+    model, h = grpo.grpo_run(grpo.GRPOConfig(**TINY), seed=1)
+    again, h2 = grpo.grpo_run(grpo.GRPOConfig(**{**TINY, "seed": 0}), seed=1)          # the seed argument wins
+    assert h["reward"] == h2["reward"] and all(torch.equal(p, q) for p, q in zip(model.parameters(), again.parameters()))
+    assert any(not torch.equal(p, q) for p, q in zip(model.parameters(), base.parameters()))
+
+
 def test_train_grpo_rejects_unknown_kl_settings(base):
     for bad in (dict(kl_estimator="k4"), dict(kl_in="advantage"), dict(kl_estimator="k3_ratio", kl_in="reward"),
                 dict(advantage="rloo"), dict(advantage="leave-one-out", scale_rewards=False), dict(ratio_level="seq")):
