@@ -1,5 +1,6 @@
 """Chapter 10 exercises: group-relative advantages, the clipped token-level surrogate, aggregation of per-token
-losses (GRPO, DAPO, Dr. GRPO), the k3 estimator of the KL to the reference."""
+losses (GRPO, DAPO, Dr. GRPO), the k3 estimator of the KL to the reference, and the expected gradient of a KL
+estimate used as a loss."""
 
 from __future__ import annotations
 
@@ -295,7 +296,9 @@ def _agg_boolean_index(per_token, mask, mode="sequence", max_len=None):
 
 def _kl_cases(rng: np.random.Generator) -> list[dict]:
     cases = [dict(logp=torch.log(_t([0.5, 0.2])), ref_logp=torch.log(_t([0.25, 0.6]))),
-             dict(logp=torch.log(_t([[0.9, 0.1, 0.3]])), ref_logp=torch.log(_t([[0.3, 0.5, 0.3]])))]
+             dict(logp=torch.log(_t([[0.9, 0.1, 0.3]])), ref_logp=torch.log(_t([[0.3, 0.5, 0.3]]))),
+             # log r = −12, +12, −0.5: a token the reference nearly never writes, and one the policy has dropped
+             dict(logp=_t([[-0.01, -13.0, -2.0]]), ref_logp=_t([[-12.01, -1.0, -2.5]]))]
     for _ in range(3):
         B, T = int(rng.integers(2, 6)), int(rng.integers(3, 8))
         logp = rng.uniform(-5, -0.01, (B, T))
@@ -335,6 +338,16 @@ def _k3_in_place(logp, ref_logp):
     return torch.exp(log_ratio) - 1 - log_ratio
 
 
+def _k3_log_ratio_clamped(logp, ref_logp):
+    log_ratio = torch.clamp(ref_logp - logp, -10, 10)                 # "for numerical safety"
+    return torch.exp(log_ratio) - 1 - log_ratio
+
+
+def _k3_value_clamped(logp, ref_logp):
+    log_ratio = ref_logp - logp
+    return torch.clamp(torch.exp(log_ratio) - 1 - log_ratio, -10, 10)  # verl's low_var_kl clamps its result
+
+
 def _k3_trl(logp, ref_logp):
     return torch.exp(ref_logp - logp) - (ref_logp - logp) - 1
 
@@ -342,6 +355,74 @@ def _k3_trl(logp, ref_logp):
 def _k3_expm1(logp, ref_logp):
     log_ratio = ref_logp - logp
     return torch.expm1(log_ratio) - log_ratio                         # more accurate where r ≈ 1
+
+
+# --------------------------------------------------------------------------- 10.5 the expected gradient of a KL term
+
+
+def _grad_cases(rng: np.random.Generator) -> list[dict]:
+    half = dict(logits=torch.zeros(2), ref_logits=torch.log(_t([0.75, 0.25])))     # the hand-worked pair
+    cases = [dict(half, loss_fn=kl.k2), dict(half, loss_fn=kl.k1),
+             dict(logits=_t([2.0, 1.0, 0.5, 0.0, -0.5, -1.0]), ref_logits=_t([-1.5, -0.5, 0.2, 0.5, 1.2, 1.5]),
+                  loss_fn=kl.k3)]
+    for name in ("k3 in the loss", "k2 in the loss", "k1 in the reward", "k3 × ratio in the loss"):
+        V = int(rng.integers(3, 9))
+        logits = rng.normal(0, 1.5, V) + 3.0                                       # not normalised
+        cases.append(dict(logits=_t(logits), ref_logits=_t(logits + rng.normal(0, 1.5, V)),
+                          loss_fn=kl.PLACEMENTS[name]))
+    return cases
+
+
+def _eg_parts(logits, ref_logits):
+    x = logits.detach().clone().requires_grad_(True)
+    return x, torch.log_softmax(x, -1), torch.log_softmax(ref_logits, -1)
+
+
+def _eg_draw_differentiated(logits, ref_logits, loss_fn):
+    x, logp, ref = _eg_parts(logits, ref_logits)
+    return torch.autograd.grad((logp.exp() * loss_fn(logp, ref)).sum(), x)[0]     # ∇ of the expected value
+
+
+def _eg_uniform(logits, ref_logits, loss_fn):
+    x, logp, ref = _eg_parts(logits, ref_logits)
+    return torch.autograd.grad(loss_fn(logp, ref).mean(), x)[0]                     # every token equally likely
+
+
+def _eg_reference_weights(logits, ref_logits, loss_fn):
+    x, logp, ref = _eg_parts(logits, ref_logits)
+    return torch.autograd.grad((ref.exp() * loss_fn(logp, ref)).sum(), x)[0]        # tokens drawn from π_ref
+
+
+def _eg_no_weights(logits, ref_logits, loss_fn):
+    x, logp, ref = _eg_parts(logits, ref_logits)
+    return torch.autograd.grad(loss_fn(logp, ref).sum(), x)[0]
+
+
+def _eg_wrt_logp(logits, ref_logits, loss_fn):
+    logp = torch.log_softmax(logits, -1).detach().requires_grad_(True)             # the log-probs as the leaf
+    ref = torch.log_softmax(ref_logits, -1)
+    return torch.autograd.grad((logp.exp().detach() * loss_fn(logp, ref)).sum(), logp)[0]
+
+
+def _eg_no_log_softmax(logits, ref_logits, loss_fn):
+    x = logits.detach().clone().requires_grad_(True)
+    ref = torch.log_softmax(ref_logits, -1)
+    return torch.autograd.grad((x.softmax(-1).detach() * loss_fn(x, ref)).sum(), x)[0]   # logits used as log-probs
+
+
+def _eg_exact_kl(logits, ref_logits, loss_fn):
+    x = logits.detach().clone().requires_grad_(True)
+    return torch.autograd.grad(kl.categorical_kl(x, ref_logits), x)[0]             # whatever the loss
+
+
+def _eg_token_by_token(logits, ref_logits, loss_fn):
+    ref = torch.log_softmax(ref_logits.double(), -1)
+    total = torch.zeros(len(logits), dtype=torch.float64)
+    for y in range(len(logits)):                                                   # one sampled token at a time
+        x = logits.detach().double().requires_grad_(True)
+        logp = torch.log_softmax(x, -1)
+        total += logp[y].exp().item() * torch.autograd.grad(loss_fn(logp, ref)[y], x)[0]
+    return total
 
 
 # --------------------------------------------------------------------------- registry
@@ -491,17 +572,20 @@ register(
         id="10.4", title="The k3 estimator of the KL to the reference", reference=kl.k3, cases=_kl_cases,
         grad_wrt=("logp",),
         grad_help="With β > 0 the KL term is part of the loss: the policy's log-probs must keep their gradient.",
-        hint="log r = ref_logp − logp (r = π_ref/π of the sampled token); k3 = (exp(log r) − 1) − log r, per token.",
+        hint="log r = ref_logp − logp (r = π_ref/π of the sampled token); k3 = (exp(log r) − 1) − log r, per token, "
+             "with no clamp: the tokens with a large |log r| are the ones the penalty is for.",
         known_wrong=[
             KnownWrong("ratio upside down", _k3_upside_down,
                        "Your r is π/π_ref. For tokens sampled from π, k3 uses r = π_ref/π = exp(ref_logp − logp): "
                        "then E_π[r] = 1 and k3 is an unbiased estimate of KL(π ‖ π_ref). The other way round it "
                        "is still ≥ 0 but estimates something else."),
             KnownWrong("k1", _k3_is_k1,
-                       "That is k1 = log π − log π_ref: unbiased, but negative for some tokens, and a loss term that "
-                       "can go negative rewards drifting from the reference. k3 = (r − 1) − log r is never negative."),
+                       "That is k1 = log π − log π_ref: its value is unbiased too, but negative for some tokens, and "
+                       "as a loss term it does nothing on average (its gradient is ∇log π, which averages to 0 over "
+                       "sampled tokens; section 5). This exercise is k3 = (r − 1) − log r, never negative."),
             KnownWrong("k2", _k3_is_k2,
-                       "That is k2 = ½ (log r)², Schulman's biased estimator. GRPO uses k3 = (r − 1) − log r."),
+                       "That is k2 = ½ (log r)², Schulman's biased estimator (section 5 shows what its gradient does "
+                       "in a loss). This exercise is k3 = (r − 1) − log r, what GRPO uses."),
             KnownWrong("− 1 left out", _k3_no_minus_one,
                        "You returned r − log r, which is 1 where π = π_ref: subtract 1, k3 = (r − 1) − log r, so "
                        "that the KL is 0 when the policy equals the reference."),
@@ -510,6 +594,15 @@ register(
                        "overestimates it). k3 = (r − 1) − log r with r = π_ref/π is both."),
             KnownWrong("+ log r", _k3_plus_log,
                        "The sign of the log: k3 = (r − 1) − log r. With + log r it can be negative (for r < 1)."),
+            KnownWrong("log-ratio clamped", _k3_log_ratio_clamped,
+                       "You clamped the log-ratio (to ±10 or so). Where the policy has dropped a token the reference "
+                       "likes, log r = log π_ref − log π is large, and k3 must be too: that is where the penalty "
+                       "pulls. A clamp hides exactly those tokens and cuts their gradient. The log-probs are finite, "
+                       "so exp(log r) is too (up to log r ≈ 88 in float32): no clamp is needed."),
+            KnownWrong("value clamped", _k3_value_clamped,
+                       "You clamped k3 itself (to ±10; verl's `low_var_kl` does, for stability). This exercise is k3 "
+                       "as it is: a clamp turns the penalty off, gradient included, on the tokens where the policy "
+                       "has moved furthest from the reference."),
             KnownWrong("no gradient", under_no_grad(kl.k3), _NO_GRAD_HINT),
             KnownWrong("log-ratio in place", _k3_in_place,
                        "The value is right, but `ref_logp.sub_(logp)` wrote the log-ratio over the caller's "
@@ -518,4 +611,39 @@ register(
         known_right=[KnownRight("TRL's formula", _k3_trl), KnownRight("expm1", _k3_expm1),
                      KnownRight("float64", as_float64(kl.k3))],
         atol=1e-5),
+    Exercise(
+        id="10.5", title="What a KL term does as a loss: its expected gradient", reference=kl.expected_gradient,
+        cases=_grad_cases,
+        hint="x = logits.detach().clone().requires_grad_(True); logp = log_softmax(x), ref_logp = "
+             "log_softmax(ref_logits); weights = logp.exp().detach(); return the gradient of "
+             "(weights * loss_fn(logp, ref_logp)).sum() with respect to x (torch.autograd.grad).",
+        known_wrong=[
+            KnownWrong("the draw differentiated", _eg_draw_differentiated,
+                       "Your weights π(y) carry a gradient, so you computed ∇ E_π[ℓ], the gradient of the expected "
+                       "value. A training step differentiates ℓ at a token that was already sampled: the draw is "
+                       "fixed. Weigh by logp.exp().detach(). (The difference is the score-function term; for k1 and "
+                       "k3 it is exactly what turns their gradient into the reverse KL's.)"),
+            KnownWrong("every token equally likely", _eg_uniform,
+                       "You averaged the tokens' gradients with equal weights. The tokens are drawn from π: weigh "
+                       "each by π(y) = logp.exp().detach() and sum."),
+            KnownWrong("weighed by the reference", _eg_reference_weights,
+                       "You weighed the tokens by π_ref. The responses are sampled from the policy π, not from the "
+                       "reference: weigh by π(y) = logp.exp().detach()."),
+            KnownWrong("no weights", _eg_no_weights,
+                       "You summed every token's gradient without weighing it by its probability. The expectation "
+                       "over y ~ π is Σ_y π(y) ∇ℓ(y), with π(y) held constant."),
+            KnownWrong("gradient w.r.t. the log-probs", _eg_wrt_logp,
+                       "You differentiated with respect to the log-probs, as if each could move on its own. The "
+                       "parameters here are the logits: make `logits` (a detached copy) require grad and get the "
+                       "log-probs from them with log_softmax, so that raising one token lowers the others."),
+            KnownWrong("logits used as log-probs", _eg_no_log_softmax,
+                       "The logits are not normalised: the log-probs are log_softmax(logits) (and the same for the "
+                       "reference). Your π did not sum to 1 in the loss."),
+            KnownWrong("the exact KL's gradient", _eg_exact_kl,
+                       "You returned the gradient of the exact KL(π ‖ π_ref), whatever `loss_fn` is. The question is "
+                       "what each loss term does: compute the expected gradient of `loss_fn` itself."),
+        ],
+        known_right=[KnownRight("token by token, in float64", _eg_token_by_token),
+                     KnownRight("float64", as_float64(kl.expected_gradient))],
+        atol=1e-6),
 )
