@@ -44,9 +44,9 @@ from tqdm.auto import tqdm
 from llmcourse import kl
 from llmcourse import taskworld as tw
 from llmcourse.evaluation import response_stats
-from llmcourse.logprobs import logprobs_from_logits, masked_mean, masked_sum, target_mask, token_logprobs
+from llmcourse.logprobs import (entropy_from_logits, logprobs_from_logits, masked_mean, masked_sum, target_mask,
+                                token_logprobs)
 from llmcourse.model import GPT
-from llmcourse.ppo_rlhf import entropy_from_logits
 from llmcourse.rule_rewards import rule_rewards
 from llmcourse.run_log import RunLog
 from llmcourse.sampling import sample_responses
@@ -323,7 +323,7 @@ def train_grpo(model: GPT, cfg: GRPOConfig, surrogate_fn: SurrogateFn = clipped_
     Returns one value per update: ``reward`` (mean rule reward), ``accuracy`` (share right), ``format_rate``,
     ``reasoned`` (share with ``<think>``), ``length`` (mean response tokens, EOS included), ``kl`` (mean k3 to the
     reference over response tokens, NaN when not logged), ``entropy`` (the policy's mean next-token entropy over
-    the response tokens, in nats, before the batch's first step: `llmcourse.ppo_rlhf.entropy_from_logits`),
+    the response tokens, in nats, before the batch's first step: `llmcourse.logprobs.entropy_from_logits`),
     ``clip_fraction`` (over all μ steps), ``zero_groups`` (share of groups whose rule rewards are all equal),
     ``loss``; and ``seconds`` (training time).
     """

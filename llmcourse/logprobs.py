@@ -43,6 +43,16 @@ def logprobs_from_logits(logits: torch.Tensor, ids: torch.Tensor) -> torch.Tenso
     return logp.gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)        # (B, T-1)
 
 
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """(…, V) logits -> (…) entropy −Σ p log p of each position's next-token distribution (PPO and GRPO log it).
+
+    >>> entropy_from_logits(torch.zeros(2, 4))                                    # uniform over 4: log 4
+    tensor([1.3863, 1.3863])
+    """
+    logp = F.log_softmax(logits.float(), dim=-1)
+    return -(logp.exp() * logp).sum(dim=-1)
+
+
 def token_logprobs(model: GPT, ids: torch.Tensor) -> torch.Tensor:
     """(B, T) token ids -> (B, T-1) float32: ``[:, t] = log π(ids[:, t+1] | ids[:, :t+1])``.
 

@@ -48,13 +48,12 @@ from pathlib import Path
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from llmcourse import taskworld as tw
 from llmcourse.evaluation import response_stats
 from llmcourse.kl import k3
-from llmcourse.logprobs import logprobs_from_logits, masked_mean, target_mask, token_logprobs
+from llmcourse.logprobs import entropy_from_logits, logprobs_from_logits, masked_mean, target_mask, token_logprobs
 from llmcourse.model import GPT
 from llmcourse.policy_gradient import gae as gae_time_first
 from llmcourse.reward_model import RewardModel, score_responses
@@ -197,12 +196,6 @@ def tokens_to_end(mask: torch.Tensor) -> torch.Tensor:
     """
     after = mask.long().flip(1).cumsum(1).flip(1) - 1                                # (B, T): response tokens from here on − 1
     return torch.where(mask, after, torch.full_like(after, -1))
-
-
-def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
-    """(…, V) logits -> (…) entropy −Σ p log p of each position's next-token distribution."""
-    logp = F.log_softmax(logits.float(), dim=-1)
-    return -(logp.exp() * logp).sum(dim=-1)
 
 
 # --------------------------------------------------------------------------- models

@@ -306,7 +306,7 @@ def test_train_grpo_puts_the_kl_where_the_config_says(base, estimator, place, mo
 def test_the_entropy_is_the_sampling_policys_over_the_response_tokens(base):
     import copy
     from llmcourse.logprobs import masked_mean, target_mask
-    from llmcourse.ppo_rlhf import entropy_from_logits
+    from llmcourse.logprobs import entropy_from_logits
     from llmcourse.sampling import sample_responses
     from llmcourse import taskworld as tw
     cfg = grpo.GRPOConfig(**TINY)
