@@ -97,7 +97,11 @@ def ipo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
              ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float) -> torch.Tensor:
     """Azar et al. (2023), eq. 17: mean over pairs of (h − 1/(2β))², h the log-ratio margin.
 
-    The loss is 0 at h = 1/(2β) and grows again beyond it: the margin has a target, not ∞.
+    Inputs: (B,) log-probs of the whole response, SUMMED over its tokens, as `train_dpo` feeds its ``loss_fn`` (the
+    same inputs as `dpo_loss`). TRL's IPO (``DPOTrainer``, ``loss_type="ipo"``) divides each response's log-ratio
+    by its number of tokens first: it is this function fed per-token MEAN log-probs (policy and reference alike),
+    a different loss for the same β (tests/test_oracle_trl.py). The loss is 0 at h = 1/(2β) and grows again beyond
+    it: the margin has a target, not ∞.
 
     >>> ipo_loss(torch.tensor([-4.0]), torch.tensor([-6.0]), torch.tensor([-5.0]), torch.tensor([-5.0]), beta=0.5)
     tensor(1.)

@@ -11,8 +11,9 @@ every one of its tokens (`group_advantages`). The loss to minimise is, per token
 with k3 Schulman's estimator of KL(π_θ ‖ π_ref) per token (`llmcourse.kl.k3`), π_ref the model before training.
 k3's *value* is an unbiased, non-negative estimate of that KL, but in a loss only its gradient acts, and on average
 that is the gradient of the forward KL(π_ref ‖ π_θ), not of the reverse KL the objective names (`llmcourse.kl`).
-``GRPOConfig.kl_estimator`` and ``kl_in`` choose where the KL acts: k3 in the loss (the recipe, DeepSeekMath and
-TRL), k2 in the loss or k3 × π_θ/π_old in the loss (DeepSeek-V3.2, TRL ``use_bias_correction_kl``), both with the
+``GRPOConfig.kl_estimator`` and ``kl_in`` choose where the KL acts: k3 in the loss (the recipe, DeepSeekMath, and
+TRL with ``use_bias_correction_kl=False``), k2 in the loss or k3 × π_θ/π_old in the loss (DeepSeek-V3.2, TRL 1.16's
+default ``use_bias_correction_kl=True``), both with the
 reverse KL's gradient per position, or k1 in the reward (`kl_penalized_rewards`, as chapter 09's PPO; the
 response's summed k1 subtracted from its reward before the group advantages).
 How the per-token losses become one number is where the variants differ (`aggregate`):
@@ -266,7 +267,7 @@ class GRPOConfig:
     the term (and, with ``log_kl=False``, the reference's forward pass)."""
     kl_estimator: str = "k3"
     """Which estimate of the KL the penalty uses: "k1", "k2", "k3" (`llmcourse.kl`) or "k3_ratio", k3 times the
-    token's ratio π_θ/π_old (DeepSeek-V3.2, TRL ``use_bias_correction_kl``; in the loss only)."""
+    token's ratio π_θ/π_old (DeepSeek-V3.2, TRL 1.16's default ``use_bias_correction_kl=True``; in the loss only)."""
     kl_in: str = "loss"
     """Where the penalty acts: "loss", β · estimate per token in the loss (GRPO; on average k3's gradient is the
     forward KL's, k2's and k3_ratio's the reverse KL's), or "reward", β · the response's summed estimate

@@ -33,8 +33,9 @@ the response's summed k1 in the reward gives the sequence's (Tang & Munos 2025, 
 divergence gradient estimation for RL"; Shah et al. 2025, "A Comedy of Estimators").
 
 PPO for LLMs (chapter 09) subtracts β·k1 from each token's reward; GRPO as published (DeepSeekMath)
-and TRL's ``GRPOTrainer`` add β·k3 to each token's loss, which pulls along the forward KL's gradient
-although the objective names the reverse one. All estimators take (…)-shaped log-probs of the same
+adds β·k3 to each token's loss, which pulls along the forward KL's gradient although the objective names
+the reverse one; TRL 1.16's ``GRPOTrainer`` multiplies it by the ratio π_θ/π_old by default
+(``use_bias_correction_kl=True``, DeepSeek-V3.2), whose gradient is the reverse KL's. All estimators take (…)-shaped log-probs of the same
 tokens and return per-token values of the same shape; average them over the response tokens with
 `llmcourse.logprobs.masked_mean`.
 

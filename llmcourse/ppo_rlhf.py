@@ -1,6 +1,6 @@
 """PPO for language models (RLHF, chapter 09): per-token rewards, GAE over tokens, clipped losses, the loop.
 
-Four models take part (InstructGPT, Ouyang et al. 2022; TRL's ``PPOTrainer``):
+Four models take part (InstructGPT, Ouyang et al. 2022; TRL's former ``PPOTrainer``, removed before TRL 1.16):
 
 * the **actor** π_θ, the policy being trained (a copy of the base model);
 * the **critic** V_φ, a value per token: here a `RewardModel` (body + scalar head) initialised from the
