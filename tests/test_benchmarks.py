@@ -86,6 +86,13 @@ def _shrink(name: str, mod, mp: pytest.MonkeyPatch) -> None:
         mp.setattr(mod, "PPOConfig", partial(mod.PPOConfig, rollouts=1, prompts_per_rollout=4))
         mp.setattr(mod, "GRPO_RECIPE", replace(mod.GRPO_RECIPE, **tiny_grpo))
         mp.setattr(mod, "K", 2)
+    elif name == "libraries":
+        from llmcourse import trl_runs
+        mp.setattr(mod, "SFT_STEPS", 1)
+        mp.setattr(mod, "chapter_pairs", _small_pairs)
+        mp.setattr(trl_runs, "chapter_pairs", _small_pairs)
+        mp.setattr(mod, "RPO", replace(mod.RPO, steps=1, batch_pairs=4))
+        mp.setattr(mod, "GRPO", replace(mod.GRPO, **tiny_grpo))
     else:
         raise AssertionError(f"benchmark {name!r} has no smoke settings: add them here")
 
