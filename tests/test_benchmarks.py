@@ -86,6 +86,12 @@ def _shrink(name: str, mod, mp: pytest.MonkeyPatch) -> None:
         mp.setattr(mod, "PPOConfig", partial(mod.PPOConfig, rollouts=1, prompts_per_rollout=4))
         mp.setattr(mod, "GRPO_RECIPE", replace(mod.GRPO_RECIPE, **tiny_grpo))
         mp.setattr(mod, "K", 2)
+    elif name == "inference":
+        mp.setattr(mod, "CFG", replace(mod.CFG, n_samples=4, ns=(1, 2, 4), style_samples=1))
+        mp.setattr(mod, "PRM_CONFIG", replace(mod.PRM_CONFIG, n_problems=8, samples_per_problem=2, steps=1,
+                                              batch_size=4))
+        mp.setattr(mod, "GRPO_RECIPE", replace(mod.GRPO_RECIPE, **tiny_grpo))
+        mp.setattr(mod, "COMPARE_AT", 2)
     elif name == "libraries":
         from llmcourse import trl_runs
         mp.setattr(mod, "SFT_STEPS", 1)
