@@ -19,13 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from datasets import Dataset
 from tokenizers import AddedToken
 from transformers import AutoConfig, AutoModelForCausalLM, GPT2Config, GPT2LMHeadModel, GPT2Model, PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
 from llmcourse import taskworld as tw
+from llmcourse.grpo import RECIPE
 from llmcourse.model import GPT, GPTConfig
 from llmcourse.tokenizer import PAT_STR, RANKS_FILE, special_id
 
@@ -190,14 +190,8 @@ def format_reward(completions: list[str], **kwargs) -> list[float]:
     return [float(tw.format_ok(text)) for text in completions]
 
 
-REWARD_WEIGHTS = [1.0, 0.1]
+REWARD_WEIGHTS = [1.0, RECIPE.format_weight]
 """Weights of `accuracy_reward` and `format_reward` in ``GRPOConfig(reward_weights=...)``: the course's rule reward."""
-
-
-def logits_match(model: GPT, hf: GPT2LMHeadModel, ids: torch.Tensor) -> float:
-    """Largest absolute difference between the two models' logits on ``ids`` (B, T)."""
-    with torch.no_grad():
-        return (model(ids) - hf(ids).logits).abs().max().item()
 
 
 def save_pretrained(model: GPT, path) -> str:
