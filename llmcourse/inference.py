@@ -250,6 +250,26 @@ def threshold_accuracy(scores: torch.Tensor, labels: torch.Tensor, threshold: fl
     return ((scores.double().cpu() > threshold) == labels.bool().cpu()).double().mean().item()
 
 
+def wrong_pick_rate(scores: torch.Tensor, correct: torch.Tensor, keep: torch.Tensor) -> dict[str, float]:
+    """Where a verifier goes wrong: over the problems whose kept samples (``keep``, e.g. the reasoned ones) include
+    both a right and a wrong one, how often the kept sample it scores highest is wrong (``verifier``), against the
+    share of wrong ones among the kept samples (``random``, a blind pick). scores, correct, keep (P, K).
+
+    >>> s = torch.tensor([[0.9, 0.5, 0.4, 0.1], [0.2, 0.3, 0.0, 0.0]])
+    >>> right = torch.tensor([[False, True, True, False], [True, True, True, True]])
+    >>> wrong_pick_rate(s, right, torch.ones(2, 4, dtype=torch.bool))
+    {'verifier': 1.0, 'random': 0.5, 'problems': 1}
+    """
+    top, blind = [], []
+    for s, c, k in zip(scores, correct, keep):
+        if c[k].any() and (~c[k]).any():
+            top.append(float(not c[k][s[k].argmax()]))
+            blind.append((~c[k]).float().mean().item())
+    n = len(top)
+    return {"verifier": sum(top) / n if n else float("nan"), "random": sum(blind) / n if n else float("nan"),
+            "problems": n}
+
+
 # --------------------------------------------------------------------------- chain of thought
 
 

@@ -60,7 +60,7 @@ from llmcourse.sampling import Responses, sample_responses
 from llmcourse.tokenizer import get_encoding
 
 PRM_PATH = Path(__file__).parent / "data" / "prm.pt"
-PRM_SHA256 = "bf9e4ba060cc02e6cff172d5c6556f71e078b722100beaa77e0320ff1ed67d7d"
+PRM_SHA256 = "0fcd8c6af392dd9e0d94ab207cdb0b7b99b958793ee8acd16a032f508a81758d"
 """sha256 of the shipped ``prm.pt`` (printed by ``python -m llmcourse.prm``)."""
 AGGREGATIONS = ("min", "product", "last")
 """How step scores become one score per response (`aggregate_steps`)."""

@@ -200,6 +200,24 @@ def run() -> list[str]:
             for name, xs in c["prm"].items():
                 lines.append(f"  {'best-of-N, PRM ' + name:<22} {_curve(xs)}")
 
+        # ---- why the ORM over-optimises: among one problem's reasoned samples, which does each verifier pick?
+        texts, right = base_h["responses"].texts, base_h["correct"]
+        reasoned = torch.tensor([tw.is_reasoned(t) for t in texts]).view(right.shape)            # (P, K)
+
+        def variants(i: int, kind: bool) -> int:
+            """How many different reasoned texts problem i's right (kind True) or wrong samples are."""
+            return len({t for t, r, c in zip(texts[i * k:(i + 1) * k], reasoned[i], right[i]) if r and bool(c) == kind})
+        both = [i for i in range(right.size(0)) if variants(i, True) and variants(i, False)]
+        picks = {"ORM": inf.wrong_pick_rate(base_h["orm"], right, reasoned),
+                 "PRM shipped": inf.wrong_pick_rate(prm_scores["shipped"], right, reasoned)}
+        lines += ["", f"base model, the {len(both)} problems whose {k} samples include right and wrong reasoned ones: "
+                      "how often the reasoned sample a verifier scores highest is wrong"]
+        lines += [f"  {name:<12} {_pct(p['verifier'])} (a blind pick among the reasoned: {_pct(p['random']).strip()})"
+                  for name, p in picks.items()]
+        if both:
+            lines.append(f"  there, the right reasoned samples are {sum(variants(i, True) for i in both) / len(both):.1f} "
+                         f"different texts on average, the wrong ones {sum(variants(i, False) for i in both) / len(both):.1f}")
+
         # ---- chain of thought
         cot = {"base model": inf.chain_of_thought(base, n_samples=CFG.style_samples, seed=CFG.seed),
                "GRPO model": inf.chain_of_thought(grpo_model, n_samples=CFG.style_samples, seed=CFG.seed)}
@@ -264,7 +282,7 @@ def run() -> list[str]:
             RESULTS_FILE.write_text(json.dumps(dict(
                 config=asdict(CFG), prm_config=asdict(PRM_CONFIG), seeds=list(SEEDS),
                 kl_bound=[inf.best_of_n_kl(n) for n in ns], curves=curves, chain_of_thought=cot,
-                verifiers={**reports, **{f"ablation: {k}": v["report"] for k, v in ablation_rows.items()}},
+                wrong_picks=picks, verifiers={**reports, **{f"ablation: {k}": v["report"] for k, v in ablation_rows.items()}},
                 ablations={k: dict(best_of_n=v["best_of_n"], seconds=v["seconds"]) for k, v in ablation_rows.items()},
                 prm_train_seconds=train_seconds, orm_train_seconds=rm_seconds,
                 grpo_train_seconds=grpo_history["seconds"][0],
