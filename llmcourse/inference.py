@@ -17,6 +17,11 @@ so every sample is used once at every N and each group is an honest draw of N sa
 unbiased estimator of `llmcourse.evaluation.pass_at_k_curve`, the same expectation with less noise. The cost is
 the generated tokens per problem: N times the mean response length (`tokens_per_response`).
 
+Measured on the base model (``python -m llmcourse bench --skip-notebooks --only inference``): pass@1 34.0%, the vote
+of 16 83.6% (of 64: 95.3%), best-of-16 by the ORM 86.4%, by the PRM 98.1–98.3% (3 seeds), pass@16 99.2%; reasoning
+forced, 93.3% at 23 tokens per answer, bare 13.3% at 6. Best-of-N by the ORM peaks at N = 16 and falls to 63.3% at
+N = 64 while the score of its choice keeps rising (`llmcourse/data/test_time_compute.json`, `load_results`).
+
 Best-of-N moves the output distribution away from the model's: for a continuous reward, the best of N samples
 has ``KL(π_bestofN ‖ π) = log N − (N − 1)/N`` (`best_of_n_kl`, Stiennon et al. 2020; Gao et al. 2023), an upper
 bound for discrete rewards (`best_of_n_distribution`). Selecting harder against an imperfect reward model
@@ -193,8 +198,8 @@ def best_of_n_curve(scores: torch.Tensor, values: torch.Tensor, ns: Sequence[int
 
 
 def best_of_n_kl(n: int) -> float:
-    """``log n − (n − 1)/n``: KL(best-of-n ‖ π) in nats for a reward with no ties (Stiennon et al. 2020, appendix
-    G.3; an upper bound when rewards can tie, Beirami et al. 2024).
+    """``log n − (n − 1)/n``: KL(best-of-n ‖ π) in nats for a reward with no ties (Stiennon et al. 2020; Gao et al.
+    2023; an upper bound when rewards can tie, Beirami et al. 2024).
 
     >>> best_of_n_kl(1), round(best_of_n_kl(16), 4)
     (0.0, 1.8351)

@@ -27,8 +27,12 @@ reasoned responses no better than the ORM (`llmcourse.tooling.benchmarks.inferen
 `aggregate_steps` turns a response's step scores into one number ("min", "product" or "last"), which best-of-N
 ranks (`llmcourse.inference`).
 
+Measured (``python -m llmcourse bench --skip-notebooks --only inference``, 3 seeds, on 64 samples of the base model
+per held-out problem): step accuracy 95.6–96.6%; response-level AUROC 0.976–0.980 against the ORM's 0.914, and among
+reasoned responses 0.998 against 0.489; best-of-16 98.1–98.3% against the ORM's 86.4% and pass@16's 99.2%.
+
 The course ships the trained PRM (``llmcourse/data/prm.pt``, sha256-checked, with its measured metrics);
-``python -m llmcourse.prm`` rebuilds it (one thread, deterministic, about 3 minutes)::
+``python -m llmcourse.prm`` rebuilds it (one thread, deterministic, about 2 minutes of training, 3.5 in all)::
 
     prm = load_prm(device)
     scores, mask = score_steps(prm, responses)           # (B, S) P(step right), (B, S) which steps exist
@@ -266,7 +270,8 @@ class ProcessRewardModel(nn.Module):
 class StepHeadPRM(RewardModel):
     """The textbook alternative: chapter 07's reward model (the base model's body, a scalar head at every position)
     read at the end of each step, ``σ(head) = P(step right)``. It must redo a step's arithmetic after the step is
-    written; measured here, a 4-layer body does not learn to (`llmcourse.tooling.benchmarks.inference`)."""
+    written; measured, a 4-layer body trained as `ProcessRewardModel` is does not learn to: among reasoned
+    responses its AUROC is 0.61, best-of-16 87.1% (`llmcourse.tooling.benchmarks.inference`)."""
 
     def head_parameters(self) -> list[nn.Parameter]:
         return list(self.head.parameters())
@@ -320,7 +325,8 @@ class PRMConfig:
     """Responses per step."""
     lr: float = 3e-5
     """AdamW learning rate of the body, after a linear warmup; constant. Small: at the reward model's 3e-4 the
-    body forgot more than it learned (measured: best-of-16 98.4% against 99.6% with the body frozen)."""
+    body forgot more than it learned (exploratory, 16 held-out samples per problem: best-of-16 98.4% against 99.6%
+    with the body frozen); frozen (0) it checks as well, with step accuracy about a point lower."""
     head_lr: float = 3e-2
     """AdamW learning rate of the head: the calibration a, b (which must travel a few units in a few hundred
     steps), or `StepHeadPRM`'s linear head."""

@@ -114,12 +114,13 @@ def test_best_of_n_kl_by_monte_carlo():
 def test_auroc_and_threshold_by_hand():
     scores = torch.tensor([0.9, 0.2, 0.5, 0.5])
     labels = torch.tensor([True, False, True, False])
-    assert inf.auroc(scores, labels) == 0.875                                # pairs (0.9 > 0.2, 0.5), (0.5 > 0.2, 0.5 = 0.5)
+    assert inf.auroc(scores, labels) == 0.875              # pairs: 0.9 > 0.2, 0.9 > 0.5, 0.5 > 0.2, 0.5 = 0.5 (half)
     assert inf.auroc(-scores, labels) == 0.125
     assert math.isnan(inf.auroc(scores, torch.ones(4, dtype=torch.bool)))
     t = inf.best_threshold(torch.tensor([0.25, 0.5, 0.75, 1.0]), torch.tensor([False, False, True, True]))
     assert t == 0.625
-    assert inf.threshold_accuracy(torch.tensor([0.25, 0.5, 0.75, 1.0]), torch.tensor([False, True, True, True]), t) == 0.75
+    labels = torch.tensor([False, True, True, True])
+    assert inf.threshold_accuracy(torch.tensor([0.25, 0.5, 0.75, 1.0]), labels, t) == 0.75
 
 
 # --------------------------------------------------------------------------- sampling in a style

@@ -97,7 +97,7 @@ def test_step_logits_are_the_calibrated_log_prob_of_the_response_so_far(base):
     steps = P.step_positions(r)
     with torch.no_grad():
         batched = prm(r.ids, r.prompt_lens, steps.positions)
-        for b in range(2):                                    # row alone, no padding: Σ log π of tokens 2 … end of step
+        for b in range(2):                                    # each row alone: Σ log π of tokens 2 … end of step
             n = int(r.prompt_lens[b] + r.response_lens[b])
             logp = token_logprobs(base, r.ids[b:b + 1, :n])[0]
             for s in range(int(steps.mask[b].sum())):

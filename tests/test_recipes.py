@@ -17,12 +17,13 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse import dpo, grpo, lora, ppo_rlhf
+from llmcourse import dpo, grpo, inference, lora, ppo_rlhf, prm
 
 ROOT = Path(__file__).resolve().parents[1]
 
-BENCHMARKED = {"PPOConfig", "DPOConfig", "ORPOConfig", "KTOConfig", "GRPOConfig", "RewardConfig"}
-"""Configs of runs that a benchmark measures (chapters 03, 07, 08, 09, 10)."""
+BENCHMARKED = {"PPOConfig", "DPOConfig", "ORPOConfig", "KTOConfig", "GRPOConfig", "RewardConfig", "PRMConfig",
+               "InferenceConfig"}
+"""Configs of runs that a benchmark measures (chapters 03, 07, 08, 09, 10, 11)."""
 
 FREE = {"seed", "eval_every", "rpo_alpha"}
 """What a notebook may set on such a config: not part of the recipe."""
@@ -82,6 +83,9 @@ def test_benchmarks_use_the_package_recipes():
     assert dpo_bench.CONFIG == replace(dpo.DPOConfig(), eval_every=10)    # evaluating does not change the run
     assert lora_bench.RUNS is lora.RUNS and lora_bench.sft_run is lora.sft_run
     assert grpo.RECIPE == grpo.GRPOConfig() and dpo.DPOConfig().steps == 40
+    from llmcourse.tooling.benchmarks import inference as inference_bench
+    assert inference_bench.CFG is inference.RECIPE and inference_bench.GRPO_RECIPE is grpo.RECIPE
+    assert inference_bench.PRM_CONFIG == prm.PRMConfig() and inference.RECIPE == inference.InferenceConfig()
 
 
 def test_the_comparison_trains_each_method_with_its_chapters_recipe(monkeypatch):

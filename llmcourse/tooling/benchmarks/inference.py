@@ -122,8 +122,8 @@ def run() -> list[str]:
         k, ns = CFG.n_samples, list(CFG.ns)
         at = ns.index(COMPARE_AT) if COMPARE_AT in ns else len(ns) - 1
         n_at = ns[at]
-        lines = [f"{len(tw.eval_problems())} held-out problems x {k} samples at temperature {CFG.temperature:g} (seed {CFG.seed}); "
-                 f"curves at N = {ns}; accuracy in %; one thread",
+        lines = [f"{len(tw.eval_problems())} held-out problems x {k} samples at temperature {CFG.temperature:g} "
+                 f"(seed {CFG.seed}); curves at N = {ns}; accuracy in %; one thread",
                  f"GRPO model: chapter 10's recipe, seed 0, {grpo_history['seconds'][0]:.0f} s of training"]
         base_h = _held_out(base, rm)
 
@@ -143,22 +143,25 @@ def run() -> list[str]:
             responses, _, targets = data
             reasoned = torch.tensor([tw.is_reasoned(t) for t in responses.texts])
             wrong = ~targets.labels.bool() & targets.mask
+            wrong_share = wrong.sum().item() / targets.mask.sum().item()
+            reasoned_wrong_share = wrong[reasoned].sum().item() / targets.mask[reasoned].sum().item()
             name = f"seed {seed}"
             prm_scores[name] = _prm_scores(prm, base_h)
             rep = _verifier_report(prm, rm, data, base_h)
             reports[name], train_seconds[name] = rep, history["seconds"][0]
             bo = inf.best_of_n_mean(prm_scores[name], base_h["correct"], n_at)
             lines.append(
-                f"{seed:>4} {len(responses):>9} {int(targets.mask.sum()):>6} {_pct(wrong.sum().item() / targets.mask.sum().item()):>6} "
-                f"{_pct(wrong[reasoned].sum().item() / targets.mask[reasoned].sum().item()):>17} {history['seconds'][0]:7.0f} | "
+                f"{seed:>4} {len(responses):>9} {int(targets.mask.sum()):>6} {_pct(wrong_share):>6} "
+                f"{_pct(reasoned_wrong_share):>17} {history['seconds'][0]:7.0f} | "
                 f"{_pct(rep['steps']['step_accuracy']):>8} {_pct(rep['steps']['right_step_accuracy']):>8} "
                 f"{_pct(rep['steps']['wrong_step_accuracy']):>8} | {rep['prm']['auroc']:9.3f} {rep['orm']['auroc']:9.3f} "
-                f"{_pct(rep['prm']['accuracy']):>7} {_pct(rep['orm']['accuracy']):>7} {rep['prm']['auroc_reasoned']:13.3f} "
-                f"{rep['orm']['auroc_reasoned']:5.3f} | {_pct(bo):>8}")
+                f"{_pct(rep['prm']['accuracy']):>7} {_pct(rep['orm']['accuracy']):>7} "
+                f"{rep['prm']['auroc_reasoned']:13.3f} {rep['orm']['auroc_reasoned']:5.3f} | {_pct(bo):>8}")
         first = reports[f"seed {SEEDS[0]}"]
         lines.append(f"(held-out responses: {len(base_h['responses'])}, {_pct(first['always_wrong_accuracy']).strip()} "
                      f"of them wrong, so 'always wrong' is {_pct(first['always_wrong_accuracy']).strip()} accurate; "
-                     f"thresholds chosen on each seed's training responses; AUROC 'reasoned': among reasoned responses only)")
+                     "thresholds chosen on each seed's training responses; AUROC 'reasoned': among reasoned "
+                     "responses only)")
         shipped = load_prm()
         prm_scores["shipped"] = _prm_scores(shipped, base_h)
         lines.append(f"shipped PRM (seed 0, `python -m llmcourse.prm`): best-of-{n_at} "
@@ -215,8 +218,9 @@ def run() -> list[str]:
         lines += [f"  {name:<12} {_pct(p['verifier'])} (a blind pick among the reasoned: {_pct(p['random']).strip()})"
                   for name, p in picks.items()]
         if both:
-            lines.append(f"  there, the right reasoned samples are {sum(variants(i, True) for i in both) / len(both):.1f} "
-                         f"different texts on average, the wrong ones {sum(variants(i, False) for i in both) / len(both):.1f}")
+            n_right, n_wrong = (sum(variants(i, kind) for i in both) / len(both) for kind in (True, False))
+            lines.append(f"  there, the right reasoned samples are {n_right:.1f} different texts on average, the wrong "
+                         f"ones {n_wrong:.1f}")
 
         # ---- chain of thought
         cot = {"base model": inf.chain_of_thought(base, n_samples=CFG.style_samples, seed=CFG.seed),
@@ -282,7 +286,8 @@ def run() -> list[str]:
             RESULTS_FILE.write_text(json.dumps(dict(
                 config=asdict(CFG), prm_config=asdict(PRM_CONFIG), seeds=list(SEEDS),
                 kl_bound=[inf.best_of_n_kl(n) for n in ns], curves=curves, chain_of_thought=cot,
-                wrong_picks=picks, verifiers={**reports, **{f"ablation: {k}": v["report"] for k, v in ablation_rows.items()}},
+                wrong_picks=picks,
+                verifiers={**reports, **{f"ablation: {k}": v["report"] for k, v in ablation_rows.items()}},
                 ablations={k: dict(best_of_n=v["best_of_n"], seconds=v["seconds"]) for k, v in ablation_rows.items()},
                 prm_train_seconds=train_seconds, orm_train_seconds=rm_seconds,
                 grpo_train_seconds=grpo_history["seconds"][0],
