@@ -37,6 +37,22 @@ def save_checkpoint(model: GPT, path: Path, metrics: dict | None = None) -> None
     torch.save({"config": model.cfg.to_dict(), "state_dict": state, "metrics": dict(metrics or {})}, path)
 
 
+def save_gpt_based(model: torch.nn.Module, prefix: str, path: Path, metrics: dict, train_config: dict) -> None:
+    """Save a model built on a course GPT held at ``model.<prefix>`` (a reward model's ``body``, a PRM's ``lm``):
+    the GPT's config, every weight but the tied ``<prefix>.lm_head.weight``, metrics and training config."""
+    state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items() if k != f"{prefix}.lm_head.weight"}
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"config": getattr(model, prefix).cfg.to_dict(), "state_dict": state, "metrics": dict(metrics),
+                "train_config": train_config}, path)
+
+
+def tied_state_dict(blob: dict, prefix: str = "") -> dict:
+    """A saved state dict with the GPT's tied ``lm_head.weight`` (under ``prefix``) restored from its embedding."""
+    dot = f"{prefix}." if prefix else ""
+    return {**blob["state_dict"], f"{dot}lm_head.weight": blob["state_dict"][f"{dot}wte.weight"]}
+
+
 def load_verified(path: Path, sha256: str | None, rebuild: str, what: str = "checkpoint") -> dict:
     """``torch.load`` a shipped file (weights only) after checking that it exists and, when given, its sha256.
 
@@ -56,7 +72,7 @@ def load_checkpoint(path: Path, device: str | torch.device = "cpu", sha256: str 
     """Load a checkpoint saved by `save_checkpoint`; verify its sha256 when given."""
     blob = load_verified(path, sha256, "python -m llmcourse.base_model")
     model = GPT(GPTConfig(**blob["config"]))
-    model.load_state_dict({**blob["state_dict"], "lm_head.weight": blob["state_dict"]["wte.weight"]})
+    model.load_state_dict(tied_state_dict(blob))
     return model.to(device).eval()
 
 

@@ -53,7 +53,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from llmcourse import taskworld as tw
-from llmcourse.checkpoint import file_sha256, load_base_model, load_verified
+from llmcourse.checkpoint import file_sha256, load_base_model, load_verified, save_gpt_based, tied_state_dict
 from llmcourse.inference import auroc, best_threshold, threshold_accuracy
 from llmcourse.logprobs import token_logprobs
 from llmcourse.model import GPT, GPTConfig
@@ -471,11 +471,7 @@ def build_prm(base: GPT, cfg: PRMConfig = PRMConfig(), progress: bool = True) ->
 
 def save_prm(prm: ProcessRewardModel, path: Path, metrics: dict, cfg: PRMConfig) -> None:
     """Save the language model's config and weights (without the tied lm_head), a and b, metrics and config."""
-    state = {k: v.detach().cpu().clone() for k, v in prm.state_dict().items() if k != "lm.lm_head.weight"}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": prm.lm.cfg.to_dict(), "state_dict": state, "metrics": dict(metrics),
-                "train_config": cfg.to_dict()}, path)
+    save_gpt_based(prm, "lm", path, metrics, cfg.to_dict())
 
 
 def load_prm(device: str | torch.device = "cpu", path: Path = PRM_PATH, sha256: str | None = PRM_SHA256
@@ -483,7 +479,7 @@ def load_prm(device: str | torch.device = "cpu", path: Path = PRM_PATH, sha256: 
     """The course's trained process reward model, checksum-verified, in eval mode."""
     blob = load_verified(path, sha256, "python -m llmcourse.prm", what="process reward model")
     prm = ProcessRewardModel(GPT(GPTConfig(**blob["config"])))
-    prm.load_state_dict({**blob["state_dict"], "lm.lm_head.weight": blob["state_dict"]["lm.wte.weight"]})
+    prm.load_state_dict(tied_state_dict(blob, "lm"))
     return prm.to(device).eval()
 
 

@@ -46,7 +46,7 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from llmcourse import taskworld as tw
-from llmcourse.checkpoint import file_sha256, load_base_model, load_verified
+from llmcourse.checkpoint import file_sha256, load_base_model, load_verified, save_gpt_based, tied_state_dict
 from llmcourse.model import GPT, GPTConfig, position_ids
 from llmcourse.preferences import PreferencePairs, sample_pairs
 from llmcourse.run_log import RunLog
@@ -288,11 +288,7 @@ def build_reward_model(base: GPT, cfg: RewardConfig, progress: bool = True) -> t
 
 def save_reward_model(rm: RewardModel, path: Path, metrics: dict, cfg: RewardConfig) -> None:
     """Save the body's config and weights (without the tied lm_head), the head, metrics and training config."""
-    state = {k: v.detach().cpu().clone() for k, v in rm.state_dict().items() if k != "body.lm_head.weight"}
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"config": rm.body.cfg.to_dict(), "state_dict": state, "metrics": dict(metrics),
-                "train_config": cfg.to_dict()}, path)
+    save_gpt_based(rm, "body", path, metrics, cfg.to_dict())
 
 
 def load_reward_model(device: str | torch.device = "cpu", path: Path = REWARD_MODEL_PATH,
@@ -300,7 +296,7 @@ def load_reward_model(device: str | torch.device = "cpu", path: Path = REWARD_MO
     """The course's trained reward model, checksum-verified, in eval mode."""
     blob = load_verified(path, sha256, "python -m llmcourse.reward_model", what="reward model")
     rm = RewardModel(GPT(GPTConfig(**blob["config"])))
-    rm.load_state_dict({**blob["state_dict"], "body.lm_head.weight": blob["state_dict"]["body.wte.weight"]})
+    rm.load_state_dict(tied_state_dict(blob, "body"))
     return rm.to(device).eval()
 
 

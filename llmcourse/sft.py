@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from llmcourse import taskworld as tw
 from llmcourse.model import GPT
 from llmcourse.pretraining import TrainConfig, train
+from llmcourse.sampling import Responses
 from llmcourse.tokenizer import encode, special_id
 
 IGNORE = -100
@@ -74,14 +75,9 @@ def sft_loss(model: GPT, ids: torch.Tensor, prompt_lens: torch.Tensor, pad_id: i
 # --------------------------------------------------------------------------- data and the fine-tuning run
 
 
-def sft_sampler(problems: Sequence[tw.Problem], batch_size: int, seed: int, reasoned_share: float):
-    """``batch(step) -> (ids, prompt_lens)``: a seeded random batch of padded SFT examples in mixed styles.
-
-    Each problem gets one style for good (`taskworld.draw_styles`); each call draws ``batch_size`` examples
-    with replacement from a generator seeded with ``seed``.
-    """
-    styles = tw.draw_styles(len(problems), reasoned_share, seed)
-    examples = [encode_example(p, s) for p, s in zip(problems, styles)]
+def example_sampler(examples: Sequence[tuple[list[int], int]], batch_size: int, seed: int):
+    """``batch(step) -> (ids, prompt_lens)``: ``batch_size`` of ``examples`` ((ids, prompt_len) pairs) drawn with
+    replacement from a generator seeded with ``seed``, right-padded."""
     pad = special_id(tw.PAD)
     gen = torch.Generator().manual_seed(seed)
 
@@ -91,16 +87,44 @@ def sft_sampler(problems: Sequence[tw.Problem], batch_size: int, seed: int, reas
     return batch
 
 
-def finetune(model: GPT, problems: Sequence[tw.Problem], cfg: TrainConfig, reasoned_share: float = 1.0,
-             progress: bool = False, desc: str = "sft") -> dict[str, list[float]]:
-    """SFT of ``model`` in place: ``cfg.steps`` steps of `sft_loss` on batches from `sft_sampler` (seeded with
-    ``cfg.seed``), through `llmcourse.pretraining.train` (warmup + cosine, clipping). Returns its history.
+def sft_sampler(problems: Sequence[tw.Problem], batch_size: int, seed: int, reasoned_share: float):
+    """``batch(step) -> (ids, prompt_lens)``: a seeded random batch of padded SFT examples in mixed styles.
 
-    The base model's second stage (`llmcourse.base_model`, a quarter reasoned) and chapter 06's runs (every
-    response reasoned, full fine-tuning or LoRA: `llmcourse.lora.sft_run`) are this function.
+    Each problem gets one style for good (`taskworld.draw_styles`); each call draws ``batch_size`` examples
+    with replacement from a generator seeded with ``seed`` (`example_sampler`).
     """
-    batch = sft_sampler(problems, cfg.batch_size, cfg.seed, reasoned_share)
+    styles = tw.draw_styles(len(problems), reasoned_share, seed)
+    return example_sampler([encode_example(p, s) for p, s in zip(problems, styles)], batch_size, seed)
+
+
+def examples_from_responses(responses: Responses, rows: Sequence[int] | None = None) -> list[tuple[list[int], int]]:
+    """SFT examples from sampled responses: (prompt + response ids, the EOS included when produced; prompt length)
+    for each of ``rows`` (all rows by default). What a model wrote becomes what another one learns from
+    (rejection sampling, distillation)."""
+    ids, mask, lens = responses.ids.cpu(), responses.response_mask.cpu(), responses.prompt_lens.cpu()
+    rows = range(len(responses)) if rows is None else rows
+    return [(ids[b][:int(lens[b]) + int(mask[b].sum())].tolist(), int(lens[b])) for b in rows]
+
+
+def finetune_on(model: GPT, examples: Sequence[tuple[list[int], int]], cfg: TrainConfig, progress: bool = False,
+                desc: str = "sft") -> dict[str, list[float]]:
+    """SFT of ``model`` in place on given examples ((ids, prompt_len) pairs): ``cfg.steps`` steps of `sft_loss` on
+    batches from `example_sampler` (seeded with ``cfg.seed``), through `llmcourse.pretraining.train` (warmup +
+    cosine, clipping). Returns its history."""
+    batch = example_sampler(examples, cfg.batch_size, cfg.seed)
     device = next(model.parameters()).device
     pad = special_id(tw.PAD)
     return train(model, lambda m, step: sft_loss(m, *(t.to(device) for t in batch(step)), pad), cfg,
                  progress=progress, desc=desc)
+
+
+def finetune(model: GPT, problems: Sequence[tw.Problem], cfg: TrainConfig, reasoned_share: float = 1.0,
+             progress: bool = False, desc: str = "sft") -> dict[str, list[float]]:
+    """SFT of ``model`` in place on the task world's own responses to ``problems`` (a ``reasoned_share`` of them
+    reasoned, `sft_sampler`): `finetune_on` their examples. Returns its history.
+
+    The base model's second stage (`llmcourse.base_model`, a quarter reasoned) and chapter 06's runs (every
+    response reasoned, full fine-tuning or LoRA: `llmcourse.lora.sft_run`) are this function.
+    """
+    styles = tw.draw_styles(len(problems), reasoned_share, cfg.seed)
+    return finetune_on(model, [encode_example(p, s) for p, s in zip(problems, styles)], cfg, progress, desc)

@@ -166,6 +166,15 @@ def eval_problems(cfg: TaskConfig = TaskConfig()) -> tuple[Problem, ...]:
     return tuple(seen)
 
 
+def hard_problems() -> list[Problem]:
+    """The hard slice: the evaluation seed's fixed 3-digit problems with ≥ 2 carries (135 of 256).
+
+    The base model's pass@k still has headroom here (chapter 10, section 7), so the methods of chapters 10–11 can be
+    told apart where the 256 held-out problems put them all near 100%.
+    """
+    return [p for p in eval_problems(TaskConfig(3, 3)) if n_carries(p) >= 2]
+
+
 def sample_problems(n: int, seed: int, cfg: TaskConfig = TaskConfig()) -> list[Problem]:
     """``n`` training problems from ``seed``, never one of the held-out `eval_problems`."""
     rng = np.random.default_rng(seed)

@@ -110,6 +110,7 @@ NAMES = sorted(m.name for m in pkgutil.iter_modules(benchmarks.__path__))
 def test_benchmark_runs_at_toy_size(name, monkeypatch):
     mod = importlib.import_module(f"llmcourse.tooling.benchmarks.{name}")
     monkeypatch.setattr(tw, "eval_problems", lambda cfg=None: FEW)       # every held-out evaluation: 6 problems
+    monkeypatch.setattr(tw, "hard_problems", lambda: FEW[:3])            # and the hard slice: 3
     _shrink(name, mod, monkeypatch)
     lines = mod.run()
     assert isinstance(lines, list) and len(lines) >= 2 and all(isinstance(x, str) for x in lines)

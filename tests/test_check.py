@@ -77,6 +77,14 @@ def test_bad_learner_code_gets_a_clear_message_not_a_false_pass(bad, needle):
     assert needle in result.message
 
 
+def test_a_wrong_none_is_a_wrong_value_where_none_is_an_answer():
+    vote = dataclasses.replace(TOY, reference=lambda x: None if x.size == 3 else 2 * x)      # None: one of the answers
+    result = run_check(vote, lambda x: None, seeds=[0])
+    assert result.status == WRONG and "returned None" in result.message                    # the guess, by default
+    result = run_check(dataclasses.replace(vote, none_is_an_answer=True), lambda x: None, seeds=[0])
+    assert result.status == WRONG and "returned None" not in result.message and "received None" in result.message
+
+
 def test_infinite_loop_is_stopped():
     def forever(x):
         while True:

@@ -153,6 +153,7 @@ COURSE_NAMES = {
     "DPOConfig": "llmcourse.dpo", "ORPOConfig": "llmcourse.dpo", "KTOConfig": "llmcourse.dpo",
     "GRPOConfig": "llmcourse.grpo", "PPOConfig": "llmcourse.ppo_rlhf", "RewardConfig": "llmcourse.reward_model",
     "TaskConfig": "llmcourse.taskworld", "GPTConfig": "llmcourse.model", "TrainConfig": "llmcourse.pretraining",
+    "PRMConfig": "llmcourse.prm", "InferenceConfig": "llmcourse.inference",
     "inject_lora": "llmcourse.lora",      # "use_rslora=True in PEFT and in `inject_lora`"
 }
 

@@ -83,3 +83,10 @@ def test_digits_and_carries_counted_by_hand():
     assert tw.n_carries(tw.Problem(12, 34)) == 0
     assert tw.n_carries(tw.Problem(5, 5)) == 1          # the carry out of the last column counts
     assert tw.n_carries(tw.Problem(999, 1)) == 3
+
+
+def test_hard_problems_are_the_three_digit_ones_with_two_carries_or_more():
+    hard = tw.hard_problems()
+    assert len(hard) == 135 and len(set(hard)) == 135
+    assert all(tw.n_digits(p) == 3 and tw.n_carries(p) >= 2 for p in hard)
+    assert set(hard) <= set(tw.eval_problems(tw.TaskConfig(3, 3)))

@@ -99,3 +99,12 @@ def test_damaged_or_missing_checkpoint_gives_a_clear_error(tmp_path):
         load_checkpoint(bad, sha256=BASE_MODEL_SHA256)
     with pytest.raises(CheckpointError, match="base_model"):
         load_checkpoint(tmp_path / "nope.pt", sha256=BASE_MODEL_SHA256)
+
+
+def test_examples_from_responses_are_prompt_and_response_with_its_eos():
+    from llmcourse.sampling import pack_responses
+    from llmcourse.sft import examples_from_responses
+    eos = special_id(tw.EOS)
+    r = pack_responses([[1, 2], [3]], [[49, 50, eos, 7], [51, 52, 53]])     # row 1 unfinished: no EOS to learn
+    assert examples_from_responses(r) == [([1, 2, 49, 50, eos], 2), ([3, 51, 52, 53], 1)]
+    assert examples_from_responses(r, [1]) == [([3, 51, 52, 53], 1)]

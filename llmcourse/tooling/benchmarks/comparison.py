@@ -14,6 +14,11 @@ categorical KL summed over the tokens of the model's own sampled responses (4 pe
 nats per response: how far each method moved the model where it actually answers. Training
 seconds count the optimisation and the reference's pass of DPO, RPO and KTO (not the pair sampling, not
 evaluation).
+
+Test-time rows (chapter 11): the base and the GRPO model answer each held-out problem 16 more times at temperature 1
+(`inference.sample_held_out`, seed 0), and one answer is chosen per problem by majority vote, by the ORM (chapter
+07's shipped reward model) or by the PRM (chapter 11's shipped one), best of the 16; their cost is the generated
+tokens per problem. (Chapter 11's benchmark reads the same selections from 64 samples per problem.)
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import time
 from dataclasses import replace
 
 
+from llmcourse import inference as inf
 from llmcourse import taskworld as tw
 from llmcourse.checkpoint import load_base_model
 from llmcourse.dpo import RPO_ALPHA, DPOConfig, KTOConfig, ORPOConfig, chapter_pairs, train_dpo, train_kto, train_orpo
@@ -32,7 +38,8 @@ from llmcourse.grpo import train_grpo
 from llmcourse.lora import sft_run
 from llmcourse.model import GPT
 from llmcourse.ppo_rlhf import PPOConfig, make_critic, train_ppo
-from llmcourse.reward_model import load_reward_model
+from llmcourse.prm import load_prm, response_scores
+from llmcourse.reward_model import load_reward_model, score_responses
 from llmcourse.runtime import torch_threads
 
 K = 16
@@ -64,6 +71,19 @@ def _train_all(base: GPT) -> dict[str, tuple[GPT, float]]:
     return models
 
 
+def _test_time(model: GPT, rm, prm) -> dict[str, float]:
+    """Vote, ORM and PRM best-of-K over K fresh samples per held-out problem, and the tokens per problem."""
+    cfg = replace(inf.RECIPE, n_samples=K, ns=(K,))
+    problems = list(tw.eval_problems())
+    r = inf.sample_held_out(model, cfg, problems)
+    correct = inf.correct_matrix(r, problems)                                      # (P, K)
+    shape = correct.shape
+    return {"vote": inf.vote_accuracy(inf.extract_answers(r.texts), problems, K),
+            "ORM": inf.best_of_n_mean(score_responses(rm, r).cpu().view(shape), correct, K),
+            "PRM": inf.best_of_n_mean(response_scores(prm, r, cfg.aggregation).cpu().view(shape), correct, K),
+            "tokens": K * inf.tokens_per_response(r)}
+
+
 def run() -> list[str]:
     with torch_threads(1):
         base = load_base_model()
@@ -77,5 +97,13 @@ def run() -> list[str]:
             kl = kl_to_model(model, base) if model is not base else 0.0
             lines.append(f"{name:<28} {100 * ev['greedy_accuracy']:6.1f}% {100 * ev['sampled_accuracy']:7.1f}% "
                          f"{100 * ev['format_rate']:6.1f}% {100 * ev['pass_at_k']:7.1f}% {kl:6.2f} {seconds:8.1f}")
+        rm, prm = load_reward_model(), load_prm()
+        lines += ["", f"test-time compute (chapter 11): one of {K} fresh samples per problem chosen by a vote or a "
+                      f"verifier; accuracy, generated tokens per problem",
+                  f"{'model':<28} {'vote':>7} {'ORM':>7} {'PRM':>7} {'tokens':>7}"]
+        for name in ("base model", "GRPO (ch. 10)"):
+            t = _test_time(models[name][0], rm, prm)
+            lines.append(f"{name:<28} {100 * t['vote']:6.1f}% {100 * t['ORM']:6.1f}% {100 * t['PRM']:6.1f}% "
+                         f"{t['tokens']:7.0f}")
         lines.append(f"(all training and evaluation: {time.perf_counter() - start:.0f} s)")
         return lines

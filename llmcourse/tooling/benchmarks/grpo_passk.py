@@ -31,8 +31,7 @@ LORA = next(run for run in RUNS if run[0] == "LoRA r=4")
 
 def problem_sets() -> dict[str, list[tw.Problem]]:
     """The two sets with headroom: 3-digit problems with ≥ 2 carries, and 4-digit problems."""
-    three = [p for p in tw.eval_problems(tw.TaskConfig(3, 3)) if tw.n_carries(p) >= 2]
-    return {"3-digit, >= 2 carries": three, "4-digit (out of distribution)": list(tw.eval_problems(tw.TaskConfig(4, 4)))}
+    return {"3-digit, >= 2 carries": tw.hard_problems(), "4-digit (out of distribution)": list(tw.eval_problems(tw.TaskConfig(4, 4)))}
 
 
 def _models(seed: int):

@@ -59,9 +59,10 @@ def _curve(xs: list[float]) -> str:
     return " ".join(f"{100 * x:5.1f}" for x in xs)
 
 
-def _held_out(model, rm) -> dict:
-    """K samples per held-out problem, their answers, correctness (P, K), token cost and ORM scores (P, K)."""
-    problems = list(tw.eval_problems())
+def _held_out(model, rm, problems: list[tw.Problem] | None = None) -> dict:
+    """K samples per problem (the held-out set unless given), their answers, correctness (P, K), token cost and ORM
+    scores (P, K)."""
+    problems = list(tw.eval_problems()) if problems is None else problems
     r = inf.sample_held_out(model, CFG, problems)
     P, K = len(problems), CFG.n_samples
     correct = inf.correct_matrix(r, problems)
@@ -126,6 +127,8 @@ def run() -> list[str]:
                  f"(seed {CFG.seed}); curves at N = {ns}; accuracy in %; one thread",
                  f"GRPO model: chapter 10's recipe, seed 0, {grpo_history['seconds'][0]:.0f} s of training"]
         base_h = _held_out(base, rm)
+        hard = tw.hard_problems()
+        base_hard = _held_out(base, rm, hard)
 
         # ---- PRMs: 3 training seeds, judged on the base model's held-out samples
         lines += ["", f"PRM training ({PRM_CONFIG.n_problems} training problems x {PRM_CONFIG.samples_per_problem} "
@@ -134,7 +137,7 @@ def run() -> list[str]:
                   f"{'seed':>4} {'responses':>9} {'steps':>6} {'wrong':>6} {'wrong in reasoned':>17} {'train s':>7} | "
                   f"{'step acc':>8} {'right st':>8} {'wrong st':>8} | {'PRM AUROC':>9} {'ORM AUROC':>9} "
                   f"{'PRM acc':>7} {'ORM acc':>7} {'reasoned: PRM':>13} {'ORM':>5} | {'PRM bo' + str(n_at):>8}"]
-        prm_scores, reports, train_seconds, seed0_data = {}, {}, {}, None
+        prm_scores, hard_prm_scores, reports, train_seconds, seed0_data = {}, {}, {}, {}, None
         for seed in SEEDS:
             cfg = replace(PRM_CONFIG, seed=seed)
             prm, data, history = _train(base, cfg)
@@ -147,6 +150,7 @@ def run() -> list[str]:
             reasoned_wrong_share = wrong[reasoned].sum().item() / targets.mask[reasoned].sum().item()
             name = f"seed {seed}"
             prm_scores[name] = _prm_scores(prm, base_h)
+            hard_prm_scores[name] = _prm_scores(prm, base_hard)
             rep = _verifier_report(prm, rm, data, base_h)
             reports[name], train_seconds[name] = rep, history["seconds"][0]
             bo = inf.best_of_n_mean(prm_scores[name], base_h["correct"], n_at)
@@ -187,12 +191,18 @@ def run() -> list[str]:
 
         # ---- curves for both models
         grpo_h = _held_out(grpo_model, rm)
+        grpo_hard = _held_out(grpo_model, rm, hard)
+        hard_prm_scores["shipped"] = _prm_scores(shipped, base_hard)
         curves = {"base model": _curves(base_h, prm_scores),
                   "GRPO model": _curves(grpo_h, {"shipped": _prm_scores(shipped, grpo_h)})}
-        for model_name, c in curves.items():
-            h = base_h if model_name == "base model" else grpo_h
-            lines += ["", f"{model_name}: {h['tokens']:.1f} tokens per response, {_pct(c['no_answer_share']).strip()} "
-                          "without an answer",
+        hard_curves = {"base model": _curves(base_hard, hard_prm_scores),
+                       "GRPO model": _curves(grpo_hard, {"shipped": _prm_scores(shipped, grpo_hard)})}
+        held = {"base model": base_h, "GRPO model": grpo_h}
+        hard_held = {"base model": base_hard, "GRPO model": grpo_hard}
+        for model_name, c, h, where in [(m, curves[m], held[m], f"{tw.EVAL_SIZE} held-out problems") for m in curves] + \
+                [(m, hard_curves[m], hard_held[m], f"hard slice, {len(hard)} problems") for m in hard_curves]:
+            lines += ["", f"{model_name} ({where}): {h['tokens']:.1f} tokens per response, "
+                          f"{_pct(c['no_answer_share']).strip()} without an answer",
                       f"  {'N':<22} " + " ".join(f"{n:>5}" for n in ns),
                       f"  {'tokens per problem':<22} " + " ".join(f"{t:5.0f}" for t in c["tokens_per_problem"]),
                       f"  {'pass@N (rules)':<22} {_curve(c['pass_at_n'])}",
@@ -225,36 +235,52 @@ def run() -> list[str]:
         # ---- chain of thought
         cot = {"base model": inf.chain_of_thought(base, n_samples=CFG.style_samples, seed=CFG.seed),
                "GRPO model": inf.chain_of_thought(grpo_model, n_samples=CFG.style_samples, seed=CFG.seed)}
+        hard_cot = {"base model": inf.chain_of_thought(base, hard, n_samples=CFG.style_samples, seed=CFG.seed),
+                    "GRPO model": inf.chain_of_thought(grpo_model, hard, n_samples=CFG.style_samples, seed=CFG.seed)}
         lines += ["", f"chain of thought ({CFG.style_samples} samples per problem and style; the style forced by its "
                       "first token, or the model's own choice): accuracy / tokens per response"]
-        for model_name, c in cot.items():
-            lines.append(f"  {model_name:<12} " + "   ".join(f"{style} {_pct(v['accuracy']).strip()} / {v['tokens']:.1f}"
-                                                             for style, v in c.items()))
+        for where, c_all in (("held-out", cot), ("hard", hard_cot)):
+            for model_name, c in c_all.items():
+                lines.append(f"  {where:<8} {model_name:<12} " + "   ".join(
+                    f"{style} {_pct(v['accuracy']).strip()} / {v['tokens']:.1f}" for style, v in c.items()))
 
         # ---- where each method lands
         rm_seconds = reward_model_metrics().get("train_seconds", float("nan"))
         prm_seconds = [train_seconds[f"seed {s}"] for s in SEEDS]
         b, g = curves["base model"], curves["GRPO model"]
+        hb, hg = hard_curves["base model"], hard_curves["GRPO model"]
         prm_bo = [b["prm"][f"seed {s}"][at] for s in SEEDS]
-        table = [("base model, one sample (pass@1)", b["pass_at_n"][0], b["tokens_per_problem"][0], "none"),
+        hard_prm_bo = [hb["prm"][f"seed {s}"][at] for s in SEEDS]
+        grpo_s = f"GRPO {grpo_history['seconds'][0]:.0f} s"
+
+        def mean(xs: list[float]) -> float:
+            return sum(xs) / len(xs)
+        # (method, accuracy, tokens per problem, hard-slice accuracy, hard-slice tokens, training)
+        table = [("base model, one sample (pass@1)", b["pass_at_n"][0], b["tokens_per_problem"][0],
+                  hb["pass_at_n"][0], hb["tokens_per_problem"][0], "none"),
                  ("base model, forced to reason", cot["base model"]["reasoned"]["accuracy"],
-                  cot["base model"]["reasoned"]["tokens"], "none"),
-                 (f"base model, majority vote of {n_at}", b["vote"][at], b["tokens_per_problem"][at], "none"),
+                  cot["base model"]["reasoned"]["tokens"], hard_cot["base model"]["reasoned"]["accuracy"],
+                  hard_cot["base model"]["reasoned"]["tokens"], "none"),
+                 (f"base model, majority vote of {n_at}", b["vote"][at], b["tokens_per_problem"][at],
+                  hb["vote"][at], hb["tokens_per_problem"][at], "none"),
                  (f"base model, best-of-{n_at} by the ORM", b["orm"][at], b["tokens_per_problem"][at],
-                  f"ORM {rm_seconds:.0f} s"),
-                 (f"base model, best-of-{n_at} by the PRM (mean of seeds)", sum(prm_bo) / len(prm_bo),
-                  b["tokens_per_problem"][at], f"PRM {sum(prm_seconds) / len(prm_seconds):.0f} s"),
+                  hb["orm"][at], hb["tokens_per_problem"][at], f"ORM {rm_seconds:.0f} s"),
+                 (f"base model, best-of-{n_at} by the PRM (mean of seeds)", mean(prm_bo), b["tokens_per_problem"][at],
+                  mean(hard_prm_bo), hb["tokens_per_problem"][at], f"PRM {mean(prm_seconds):.0f} s"),
                  (f"base model, pass@{n_at} (the rules as oracle)", b["pass_at_n"][at], b["tokens_per_problem"][at],
-                  "none (needs the answer)"),
+                  hb["pass_at_n"][at], hb["tokens_per_problem"][at], "none (needs the answer)"),
                  ("GRPO model, one sample (pass@1)", g["pass_at_n"][0], g["tokens_per_problem"][0],
-                  f"GRPO {grpo_history['seconds'][0]:.0f} s"),
+                  hg["pass_at_n"][0], hg["tokens_per_problem"][0], grpo_s),
                  (f"GRPO model, majority vote of {n_at}", g["vote"][at], g["tokens_per_problem"][at],
-                  f"GRPO {grpo_history['seconds'][0]:.0f} s"),
+                  hg["vote"][at], hg["tokens_per_problem"][at], grpo_s),
+                 (f"GRPO model, best-of-{n_at} by the ORM", g["orm"][at], g["tokens_per_problem"][at],
+                  hg["orm"][at], hg["tokens_per_problem"][at], f"{grpo_s} + ORM"),
                  (f"GRPO model, best-of-{n_at} by the PRM", g["prm"]["shipped"][at], g["tokens_per_problem"][at],
-                  f"GRPO {grpo_history['seconds'][0]:.0f} s + PRM"),
-                 (f"GRPO model, pass@{n_at}", g["pass_at_n"][at], g["tokens_per_problem"][at], "")]
-        lines += ["", f"{'method':<52} {'accuracy':>8} {'tokens/problem':>14}  training",
-                  *[f"{m:<52} {_pct(a):>8} {t:14.0f}  {c}" for m, a, t, c in table]]
+                  hg["prm"]["shipped"][at], hg["tokens_per_problem"][at], f"{grpo_s} + PRM"),
+                 (f"GRPO model, pass@{n_at}", g["pass_at_n"][at], g["tokens_per_problem"][at],
+                  hg["pass_at_n"][at], hg["tokens_per_problem"][at], grpo_s)]
+        lines += ["", f"{'method':<52} {'accuracy':>8} {'tokens/problem':>14} | {'hard slice':>10} {'tokens':>6}  training",
+                  *[f"{m:<52} {_pct(a):>8} {t:14.0f} | {_pct(ha):>10} {ht:6.0f}  {c}" for m, a, t, ha, ht, c in table]]
 
         # ---- the targets
         vote_gain = b["vote"][at] - b["pass_at_n"][0]
@@ -286,12 +312,14 @@ def run() -> list[str]:
             RESULTS_FILE.write_text(json.dumps(dict(
                 config=asdict(CFG), prm_config=asdict(PRM_CONFIG), seeds=list(SEEDS),
                 kl_bound=[inf.best_of_n_kl(n) for n in ns], curves=curves, chain_of_thought=cot,
+                hard_slice=dict(problems=len(hard), curves=hard_curves, chain_of_thought=hard_cot),
                 wrong_picks=picks,
                 verifiers={**reports, **{f"ablation: {k}": v["report"] for k, v in ablation_rows.items()}},
                 ablations={k: dict(best_of_n=v["best_of_n"], seconds=v["seconds"]) for k, v in ablation_rows.items()},
                 prm_train_seconds=train_seconds, orm_train_seconds=rm_seconds,
                 grpo_train_seconds=grpo_history["seconds"][0],
-                table=[dict(method=m, accuracy=a, tokens_per_problem=t, training=c) for m, a, t, c in table]),
+                table=[dict(method=m, accuracy=a, tokens_per_problem=t, hard_accuracy=ha, hard_tokens_per_problem=ht,
+                            training=c) for m, a, t, ha, ht, c in table]),
                 indent=1) + "\n")
             lines.append(f"wrote {RESULTS_FILE.name}")
         return lines

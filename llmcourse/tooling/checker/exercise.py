@@ -94,6 +94,9 @@ class Exercise:
     """Per-call time limit, to catch infinite loops (where the platform allows it)."""
     n_random_seeds: int = 2
     """Besides seed 0, how many fresh random seeds to draw cases from."""
+    none_is_an_answer: bool = False
+    """None is one of the function's answers (a vote with no votes): a wrong None is then reported as a wrong
+    value, not as a `return` statement that may be missing."""
 
 
 def make_cases(ex: Exercise, seeds: list[int] | None = None) -> list[tuple[int, dict]]:

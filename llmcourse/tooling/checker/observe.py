@@ -191,7 +191,10 @@ def _observation_difference(ex: Exercise, expected: _Observation, received: _Obs
 
     ``strict``: traced facts must be equal even where less is right (to recognise a known mistake).
     """
-    d = describe_difference(expected.value, received.value, ex.atol, ex.rtol, exact_dtype=ex.exact_dtype)
+    if ex.none_is_an_answer and received.value is None and expected.value is not None:
+        d = f"expected {expected.value!r}, received None"
+    else:
+        d = describe_difference(expected.value, received.value, ex.atol, ex.rtol, exact_dtype=ex.exact_dtype)
     backward_fails = False
     if d is None and ex.grad_wrt:
         d = _gradients_difference(ex, expected, received)

@@ -373,6 +373,7 @@ def _agg_loop(scores, mask, how="min"):
 register(
     Exercise(
         id="11.1", title="The majority vote", reference=inference.majority_vote, cases=_vote_cases,
+        none_is_an_answer=True,
         hint="Count the answers that are not None (a dict, or collections.Counter), find the largest count, and "
              "return the first answer of `answers` that has it; None when no response has an answer.",
         known_wrong=[
