@@ -69,6 +69,9 @@ class InferenceConfig:
 
 RECIPE = InferenceConfig()
 """Chapter 11's settings: 64 samples per held-out problem at temperature 1, N = 1 … 64, PRM steps by their min."""
+LIVE = InferenceConfig(n_samples=16, ns=(1, 2, 4, 8, 16))
+"""The chapter's live run, the recipe at 16 samples per problem (about 10 s on one thread); the final comparison's
+test-time rows are its N = 16."""
 
 
 # --------------------------------------------------------------------------- sampling

@@ -86,6 +86,8 @@ def test_benchmarks_use_the_package_recipes():
     from llmcourse.tooling.benchmarks import inference as inference_bench
     assert inference_bench.CFG is inference.RECIPE and inference_bench.GRPO_RECIPE is grpo.RECIPE
     assert inference_bench.PRM_CONFIG == prm.PRMConfig() and inference.RECIPE == inference.InferenceConfig()
+    live = inference.LIVE                                   # chapter 11's live run: the recipe with fewer samples
+    assert replace(live, n_samples=inference.RECIPE.n_samples, ns=inference.RECIPE.ns) == inference.RECIPE
 
 
 def test_the_comparison_trains_each_method_with_its_chapters_recipe(monkeypatch):

@@ -73,7 +73,7 @@ def _train_all(base: GPT) -> dict[str, tuple[GPT, float]]:
 
 def _test_time(model: GPT, rm, prm) -> dict[str, float]:
     """Vote, ORM and PRM best-of-K over K fresh samples per held-out problem, and the tokens per problem."""
-    cfg = replace(inf.RECIPE, n_samples=K, ns=(K,))
+    cfg = replace(inf.LIVE, n_samples=K, ns=(K,))                                 # K = 16: inf.LIVE's largest N
     problems = list(tw.eval_problems())
     r = inf.sample_held_out(model, cfg, problems)
     correct = inf.correct_matrix(r, problems)                                      # (P, K)
