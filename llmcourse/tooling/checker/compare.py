@@ -48,7 +48,14 @@ def _format_case(case: dict) -> str:
 
 
 def _type_name(x: Any) -> str:
+    """``float``, ``numpy.ndarray``; torch's (values, indices) results are named with what they hold.
+
+    >>> _type_name(torch.zeros(2, 3).max(dim=1))
+    'torch.return_types.max (a pair: .values and .indices)'
+    """
     t = type(x)
+    if t.__module__ == "torch.return_types" and hasattr(x, "indices"):
+        return f"torch.return_types.{t.__name__} (a pair: .values and .indices)"
     return t.__name__ if t.__module__ == "builtins" else f"{t.__module__.split('.')[0]}.{t.__name__}"
 
 
