@@ -1,6 +1,7 @@
 """Saving and loading model checkpoints; the course's shipped base model, checksum-verified.
 
     model = load_base_model(device)   # the tiny GPT after pretraining + SFT (chapter 05)
+    student = load_student_model(device)   # chapter 12's smaller student, the same recipe at half the width
 
 The file holds only tensors and plain numbers (``torch.load(..., weights_only=True)``), and
 its sha256 must equal `BASE_MODEL_SHA256`: a missing or damaged file gives a clear error
@@ -19,6 +20,9 @@ from llmcourse.model import GPT, GPTConfig
 BASE_MODEL_PATH = Path(__file__).parent / "data" / "base_model.pt"
 BASE_MODEL_SHA256 = "1fa6c1f693aa81a0aa83b90b4b84acccca235bab680d681494a7e4a8770b8766"
 """sha256 of the shipped ``base_model.pt`` (printed by ``python -m llmcourse.base_model``)."""
+STUDENT_MODEL_PATH = Path(__file__).parent / "data" / "student_model.pt"
+STUDENT_MODEL_SHA256 = "b4a84dffe1f82f7af98eccab666ec3773e3072ba906e22de7c942e9338acf122"
+"""sha256 of the shipped ``student_model.pt`` (printed by ``python -m llmcourse.base_model --student``)."""
 
 
 class CheckpointError(RuntimeError):
@@ -68,9 +72,11 @@ def load_verified(path: Path, sha256: str | None, rebuild: str, what: str = "che
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu", sha256: str | None = None) -> GPT:
-    """Load a checkpoint saved by `save_checkpoint`; verify its sha256 when given."""
-    blob = load_verified(path, sha256, "python -m llmcourse.base_model")
+def load_checkpoint(path: Path, device: str | torch.device = "cpu", sha256: str | None = None,
+                    rebuild: str = "python -m llmcourse.base_model") -> GPT:
+    """Load a checkpoint saved by `save_checkpoint`; verify its sha256 when given (``rebuild``: the command named
+    when it is missing or damaged)."""
+    blob = load_verified(path, sha256, rebuild)
     model = GPT(GPTConfig(**blob["config"]))
     model.load_state_dict(tied_state_dict(blob))
     return model.to(device).eval()
@@ -84,3 +90,15 @@ def base_model_metrics() -> dict:
 def load_base_model(device: str | torch.device = "cpu") -> GPT:
     """The course's base model (pretrained + SFT), checksum-verified, in eval mode."""
     return load_checkpoint(BASE_MODEL_PATH, device, sha256=BASE_MODEL_SHA256)
+
+
+def load_student_model(device: str | torch.device = "cpu") -> GPT:
+    """Chapter 12's student (`llmcourse.base_model.STUDENT_RECIPE`: the base model's recipe at half the width, about
+    a quarter of its parameters), checksum-verified, in eval mode."""
+    return load_checkpoint(STUDENT_MODEL_PATH, device, sha256=STUDENT_MODEL_SHA256,
+                           rebuild="python -m llmcourse.base_model --student")
+
+
+def student_model_metrics() -> dict:
+    """The evaluation recorded when the student was trained (`llmcourse.evaluation.evaluate`'s numbers)."""
+    return dict(torch.load(STUDENT_MODEL_PATH, map_location="cpu", weights_only=True)["metrics"])
