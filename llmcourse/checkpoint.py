@@ -23,6 +23,9 @@ BASE_MODEL_SHA256 = "1fa6c1f693aa81a0aa83b90b4b84acccca235bab680d681494a7e4a8770
 STUDENT_MODEL_PATH = Path(__file__).parent / "data" / "student_model.pt"
 STUDENT_MODEL_SHA256 = "b4a84dffe1f82f7af98eccab666ec3773e3072ba906e22de7c942e9338acf122"
 """sha256 of the shipped ``student_model.pt`` (printed by ``python -m llmcourse.base_model --student``)."""
+GRPO_MODEL_PATH = Path(__file__).parent / "data" / "grpo_model.pt"
+GRPO_MODEL_SHA256 = "d9de6dc799dd6b887ca78684081d5e1a2647cfd66bced5a62f66c19c597afd1b"
+"""sha256 of the shipped ``grpo_model.pt``, chapter 10's recipe for seed 0 (printed by ``python -m llmcourse.grpo``)."""
 
 
 class CheckpointError(RuntimeError):
@@ -97,6 +100,12 @@ def load_student_model(device: str | torch.device = "cpu") -> GPT:
     a quarter of its parameters), checksum-verified, in eval mode."""
     return load_checkpoint(STUDENT_MODEL_PATH, device, sha256=STUDENT_MODEL_SHA256,
                            rebuild="python -m llmcourse.base_model --student")
+
+
+def load_grpo_model(device: str | torch.device = "cpu") -> GPT:
+    """Chapter 10's GRPO model (`llmcourse.grpo.RECIPE`, seed 0): chapter 12's teacher, checksum-verified, in eval
+    mode."""
+    return load_checkpoint(GRPO_MODEL_PATH, device, sha256=GRPO_MODEL_SHA256, rebuild="python -m llmcourse.grpo")
 
 
 def student_model_metrics() -> dict:

@@ -157,6 +157,9 @@ sampled accuracy is the teacher's at best. Why logit distillation trails data di
 ALL_ANSWERS = DistillConfig(only_right=False)
 """Data distillation on every teacher answer, right or wrong (sequence-level KD): what the rules' filter adds."""
 
+DEMO = replace(RECIPE, teacher_samples=1024, offline=replace(RECIPE.offline, steps=100))
+"""Chapter 12's live runs: the recipe on a fifth of the teacher's samples, 100 offline steps (seconds, not minutes)."""
+
 
 # --------------------------------------------------------------------------- the teacher's data
 
@@ -232,16 +235,19 @@ def student_sampler(student: GPT, cfg: DistillConfig) -> Callable[[int], tuple[t
 
 def distill_run(student: GPT, teacher: GPT, route: str, cfg: DistillConfig = RECIPE,
                 teacher_data: tuple[Responses, list[tw.Problem]] | None = None,
-                progress: bool = False) -> dict[str, list[float]]:
+                progress: bool = False, mix_fn: Callable[..., torch.Tensor] = distillation_loss,
+                reverse_fn: Callable[..., torch.Tensor] = reverse_kd_loss) -> dict[str, list[float]]:
     """Train ``student`` in place by one of `ROUTES`; returns the history of `llmcourse.pretraining.train` with
     ``teacher_samples`` and ``student_samples`` (the budget spent) and ``kept`` (teacher responses trained on).
 
     ``teacher_data``: `teacher_responses` already drawn (the offline routes share them); drawn here if None.
+    ``mix_fn`` (the logit route's loss) and ``reverse_fn`` (the on-policy reverse KL) have the signatures of
+    `distillation_loss` and `reverse_kd_loss`: a learner's own can replace them.
     """
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; use one of {ROUTES}")
     if route.startswith("on-policy"):
-        divergence = kd_loss if route == "on-policy forward" else reverse_kd_loss
+        divergence = kd_loss if route == "on-policy forward" else reverse_fn
         on_policy = replace(cfg.on_policy, seed=cfg.seed)
         history = train_distill(
             student, teacher, student_sampler(student, cfg),
@@ -256,7 +262,7 @@ def distill_run(student: GPT, teacher: GPT, route: str, cfg: DistillConfig = REC
     else:
         history = train_distill(
             student, teacher, example_sampler(examples, offline.batch_size, offline.seed),
-            lambda zs, zt, y, m: distillation_loss(zs, zt, y, m, cfg.alpha, cfg.temperature), offline,
+            lambda zs, zt, y, m: mix_fn(zs, zt, y, m, cfg.alpha, cfg.temperature), offline,
             progress, route)
     history.update(teacher_samples=[len(responses)], student_samples=[0], kept=[len(examples)])
     return history

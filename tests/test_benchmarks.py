@@ -99,6 +99,25 @@ def _shrink(name: str, mod, mp: pytest.MonkeyPatch) -> None:
         mp.setattr(trl_runs, "chapter_pairs", _small_pairs)
         mp.setattr(mod, "RPO", replace(mod.RPO, steps=1, batch_pairs=4))
         mp.setattr(mod, "GRPO", replace(mod.GRPO, **tiny_grpo))
+    elif name == "rejection_sampling":
+        tiny_sft = dict(steps=1, batch_size=4)
+        rft = replace(mod.RFT, problems_per_round=4, samples_per_problem=4, sft=replace(mod.RFT.sft, **tiny_sft))
+        mp.setattr(mod, "RFT", rft)
+        mp.setattr(mod, "CONTROL", replace(rft, selection="random"))
+        mp.setattr(mod, "STAR", replace(rft, restart=True))
+        mp.setattr(mod, "GRPO_RECIPE", replace(mod.GRPO_RECIPE, **tiny_grpo))
+        mp.setattr(mod, "R1", replace(mod.R1, cold_start_examples=4, cold_start=replace(mod.R1.cold_start, **tiny_sft),
+                                      rl=replace(mod.R1.rl, **tiny_grpo), problems=4, samples_per_problem=4,
+                                      sft=replace(mod.R1.sft, **tiny_sft)))
+        mp.setattr(mod, "K", 2)
+    elif name == "distillation":
+        def small(c):
+            return replace(c, teacher_samples=8, offline=replace(c.offline, steps=2, batch_size=4, warmup_steps=1),
+                           on_policy=replace(c.on_policy, steps=2, batch_size=4, warmup_steps=1))
+        mp.setattr(mod, "CFG", small(mod.CFG))
+        mp.setattr(mod, "METHODS", {k: (r, c if c is None else small(c)) for k, (r, c) in mod.METHODS.items()})
+        mp.setattr(mod, "GRPO_RECIPE", replace(mod.GRPO_RECIPE, **tiny_grpo))
+        mp.setattr(mod, "K", 2)
     else:
         raise AssertionError(f"benchmark {name!r} has no smoke settings: add them here")
 

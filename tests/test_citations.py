@@ -82,11 +82,13 @@ NB = {n: f"{n}.ipynb" for n in ("03_policy_gradients_ppo", "04_attention_kv_cach
                                "07_reward_models", "08_dpo", "09_ppo_rlhf", "10_grpo")}
 N03, N04, N05, N06, N07, N08, N09, N10 = NB.values()
 NA1 = "A1_trl_peft.ipynb"
+N12 = "12_rejection_sampling_distillation.ipynb"
+DOCS_DIST = "docs/distillation.md"
 GLOSSARY, DOCS_TW = "GLOSSARY.md", "docs/task_world.md"
 
 REGISTRY: tuple[Cite, ...] = (
     # ------------------------------------------------------------------ TRL 1.16
-    Cite("trl.SFTTrainer", (N05, N06), kwargs=("peft_config",)),
+    Cite("trl.SFTTrainer", (N05, N06, N12), kwargs=("peft_config",)),
     Cite("trl.SFTConfig", (N05,), kwargs=("assistant_only_loss",)),
     Cite("trl.RewardTrainer", (N07, DOCS_TW), kwargs=("peft_config",), members=("chosen", "rejected", "margin"),
          source=('-nn.functional.logsigmoid(rewards_chosen - rewards_rejected - inputs["margin"]).mean()',
@@ -118,6 +120,13 @@ REGISTRY: tuple[Cite, ...] = (
          defaults={"beta": 0.0, "loss_type": "dapo", "use_bias_correction_kl": True, "num_iterations": 1,
                    "epsilon": 0.2}),
     Cite("trl.RLOOTrainer", (N10,)),
+    Cite("trl.experimental.gkd", (N12,)),
+    Cite("trl.experimental.gkd.GKDTrainer", (N12,)),
+    Cite("trl.experimental.gkd.GKDConfig", (N12,), kwargs=("beta", "lmbda", "temperature"),
+         values={"beta": (0.0, 1.0)}),
+    Cite("trl.experimental.gkd.GKDTrainer.generalized_jsd_loss", (DOCS_DIST, "README.md"),
+         name="GKDTrainer.generalized_jsd_loss"),
+    Cite("trl.experimental.distillation.DistillationTrainer", (DOCS_DIST,)),
     # TRL's PPO trainer: in trl.experimental.ppo in its last releases, removed before TRL 1.16
     Cite("trl.experimental.ppo.PPOTrainer", (N03, N09, GLOSSARY), removed=True, members=("approxkl",)),
     Cite("trl.experimental.ppo.PPOConfig", (N09,), removed=True,
@@ -154,6 +163,7 @@ COURSE_NAMES = {
     "GRPOConfig": "llmcourse.grpo", "PPOConfig": "llmcourse.ppo_rlhf", "RewardConfig": "llmcourse.reward_model",
     "TaskConfig": "llmcourse.taskworld", "GPTConfig": "llmcourse.model", "TrainConfig": "llmcourse.pretraining",
     "PRMConfig": "llmcourse.prm", "InferenceConfig": "llmcourse.inference",
+    "RFTConfig": "llmcourse.rejection_sampling", "R1Config": "llmcourse.r1_recipe", "DistillConfig": "llmcourse.distillation",
     "inject_lora": "llmcourse.lora",      # "use_rslora=True in PEFT and in `inject_lora`"
 }
 

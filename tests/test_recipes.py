@@ -22,7 +22,7 @@ from llmcourse import dpo, grpo, inference, lora, ppo_rlhf, prm
 ROOT = Path(__file__).resolve().parents[1]
 
 BENCHMARKED = {"PPOConfig", "DPOConfig", "ORPOConfig", "KTOConfig", "GRPOConfig", "RewardConfig", "PRMConfig",
-               "InferenceConfig"}
+               "InferenceConfig", "RFTConfig", "R1Config", "DistillConfig"}
 """Configs of runs that a benchmark measures (chapters 03, 07, 08, 09, 10, 11)."""
 
 FREE = {"seed", "eval_every", "rpo_alpha"}
@@ -88,6 +88,21 @@ def test_benchmarks_use_the_package_recipes():
     assert inference_bench.PRM_CONFIG == prm.PRMConfig() and inference.RECIPE == inference.InferenceConfig()
     live = inference.LIVE                                   # chapter 11's live run: the recipe with fewer samples
     assert replace(live, n_samples=inference.RECIPE.n_samples, ns=inference.RECIPE.ns) == inference.RECIPE
+    from llmcourse import distillation, r1_recipe, rejection_sampling
+    from llmcourse.tooling.benchmarks import distillation as distill_bench
+    from llmcourse.tooling.benchmarks import rejection_sampling as rs_bench
+    assert rs_bench.RFT is rejection_sampling.RECIPE and rs_bench.CONTROL is rejection_sampling.CONTROL
+    assert rs_bench.STAR == replace(rejection_sampling.RECIPE, restart=True)
+    assert rs_bench.R1 is r1_recipe.RECIPE and rs_bench.GRPO_RECIPE is grpo.RECIPE and r1_recipe.RECIPE.rl is grpo.RECIPE
+    assert rejection_sampling.RECIPE == rejection_sampling.RFTConfig() and r1_recipe.RECIPE == r1_recipe.R1Config()
+    assert distill_bench.CFG is distillation.RECIPE and distill_bench.GRPO_RECIPE is grpo.RECIPE
+    assert distill_bench.METHODS[distill_bench.PURE_KD_ROW][1] is distillation.PURE_KD
+    assert distill_bench.METHODS[distill_bench.ALL_ANSWERS_ROW][1] is distillation.ALL_ANSWERS
+    assert distillation.RECIPE == distillation.DistillConfig()
+    assert replace(distillation.DEMO, teacher_samples=distillation.RECIPE.teacher_samples,
+                   offline=distillation.RECIPE.offline) == distillation.RECIPE          # chapter 12's live runs
+    assert replace(rejection_sampling.DEMO, rounds=rejection_sampling.RECIPE.rounds,
+                   problems_per_round=rejection_sampling.RECIPE.problems_per_round) == rejection_sampling.RECIPE
 
 
 def test_the_comparison_trains_each_method_with_its_chapters_recipe(monkeypatch):
