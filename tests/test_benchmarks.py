@@ -85,6 +85,16 @@ def _shrink(name: str, mod, mp: pytest.MonkeyPatch) -> None:
         mp.setattr(mod, "KTOConfig", partial(mod.KTOConfig, steps=1, batch_examples=4))
         mp.setattr(mod, "PPOConfig", partial(mod.PPOConfig, rollouts=1, prompts_per_rollout=4))
         mp.setattr(mod, "GRPO_RECIPE", replace(mod.GRPO_RECIPE, **tiny_grpo))
+        tiny_sft = dict(steps=1, batch_size=4)
+        mp.setattr(mod, "RFT_RECIPE", replace(mod.RFT_RECIPE, rounds=1, problems_per_round=4, samples_per_problem=2,
+                                              sft=replace(mod.RFT_RECIPE.sft, **tiny_sft)))
+        mp.setattr(mod, "R1_RECIPE", replace(mod.R1_RECIPE, cold_start_examples=4,
+                                             cold_start=replace(mod.R1_RECIPE.cold_start, **tiny_sft),
+                                             rl=replace(mod.R1_RECIPE.rl, **tiny_grpo), problems=4, samples_per_problem=2,
+                                             sft=replace(mod.R1_RECIPE.sft, **tiny_sft)))
+        mp.setattr(mod, "DISTILL_RECIPE", replace(mod.DISTILL_RECIPE, teacher_samples=8,
+                                                  offline=replace(mod.DISTILL_RECIPE.offline, steps=2, batch_size=4,
+                                                                  warmup_steps=1)))
         mp.setattr(mod, "K", 2)
     elif name == "inference":
         mp.setattr(mod, "CFG", replace(mod.CFG, n_samples=4, ns=(1, 2, 4), style_samples=1))

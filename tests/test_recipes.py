@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from llmcourse import dpo, grpo, inference, lora, ppo_rlhf, prm
+from llmcourse import dpo, grpo, inference, lora, ppo_rlhf, prm, r1_recipe, rejection_sampling
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -99,6 +99,9 @@ def test_benchmarks_use_the_package_recipes():
     assert distill_bench.METHODS[distill_bench.PURE_KD_ROW][1] is distillation.PURE_KD
     assert distill_bench.METHODS[distill_bench.ALL_ANSWERS_ROW][1] is distillation.ALL_ANSWERS
     assert distillation.RECIPE == distillation.DistillConfig()
+    from llmcourse.tooling.benchmarks import comparison
+    assert comparison.RFT_RECIPE is rejection_sampling.RECIPE and comparison.R1_RECIPE is r1_recipe.RECIPE
+    assert comparison.DISTILL_RECIPE is distillation.RECIPE and comparison.GRPO_RECIPE is grpo.RECIPE
     assert replace(distillation.DEMO, teacher_samples=distillation.RECIPE.teacher_samples,
                    offline=distillation.RECIPE.offline) == distillation.RECIPE          # chapter 12's live runs
     assert replace(rejection_sampling.DEMO, rounds=rejection_sampling.RECIPE.rounds,
@@ -124,6 +127,8 @@ def test_the_comparison_trains_each_method_with_its_chapters_recipe(monkeypatch)
     monkeypatch.setattr(cmp, "train_grpo", record("train_grpo", done))
     monkeypatch.setattr(cmp, "load_reward_model", lambda: "rm")
     monkeypatch.setattr(cmp, "make_critic", lambda rm: "critic")
+    monkeypatch.setattr(cmp, "rft_run", record("rft_run", ("rft model", done)))
+    monkeypatch.setattr(cmp, "r1_run", record("r1_run", ("r1 model", done)))
     monkeypatch.setattr(cmp.copy, "deepcopy", lambda x: x)
     cmp._train_all("base")
     (args, kwargs), = seen["sft_run"]
@@ -134,4 +139,5 @@ def test_the_comparison_trains_each_method_with_its_chapters_recipe(monkeypatch)
     assert [a[2] for a, _ in seen["train_kto"]] == [dpo.KTOConfig(seed=0)]
     assert seen["train_ppo"][0][0][3] == ppo_rlhf.PPOConfig(seed=0)
     assert seen["train_grpo"][0][0][1] == grpo.RECIPE
+    assert seen["rft_run"][0][0][0] is rejection_sampling.RECIPE and seen["r1_run"][0][0][0] is r1_recipe.RECIPE
 

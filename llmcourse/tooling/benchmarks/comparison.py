@@ -7,7 +7,9 @@ with the SFT term (RPO, chapter 08: 40 steps × 32 of the base model's own rule-
 on the same pairs (`ORPOConfig()`: the same budget, λ 0.1, no reference) and KTO on their responses
 unpaired (`KTOConfig()`: 40 steps × 64 examples, β 0.1, λ_D = λ_U = 1), PPO against the shipped reward
 model (chapter 09: `PPOConfig()`), and GRPO with rule rewards (chapter 10: its recipe, `grpo.RECIPE`,
-lr 2e-4 and β 0.04). Then every model answers the 256 held-out problems: greedily once and
+lr 2e-4 and β 0.04); chapter 12's rejection-sampling fine-tuning (`rejection_sampling.RECIPE`) and R1 recipe
+(`r1_recipe.RECIPE`), and its student (`checkpoint.load_student_model`) as shipped, after GRPO, and distilled from the
+GRPO model above by its right answers and by its logits (`distillation.RECIPE`). Then every model answers the 256 held-out problems: greedily once and
 16 times at temperature 1 (sampled accuracy is pass@1 over those 16; pass@16 is the share of
 problems with at least one right answer among them). The KL to the base model is the exact
 categorical KL summed over the tokens of the model's own sampled responses (4 per problem), in
@@ -27,10 +29,14 @@ import copy
 import time
 from dataclasses import replace
 
+import torch
+
 
 from llmcourse import inference as inf
 from llmcourse import taskworld as tw
-from llmcourse.checkpoint import load_base_model
+from llmcourse.checkpoint import load_base_model, load_student_model
+from llmcourse.distillation import RECIPE as DISTILL_RECIPE
+from llmcourse.distillation import distill_run, teacher_responses
 from llmcourse.dpo import RPO_ALPHA, DPOConfig, KTOConfig, ORPOConfig, chapter_pairs, train_dpo, train_kto, train_orpo
 from llmcourse.evaluation import evaluate, kl_to_model
 from llmcourse.grpo import RECIPE as GRPO_RECIPE
@@ -38,6 +44,10 @@ from llmcourse.grpo import train_grpo
 from llmcourse.lora import sft_run
 from llmcourse.model import GPT
 from llmcourse.ppo_rlhf import PPOConfig, make_critic, train_ppo
+from llmcourse.r1_recipe import RECIPE as R1_RECIPE
+from llmcourse.r1_recipe import r1_run
+from llmcourse.rejection_sampling import RECIPE as RFT_RECIPE
+from llmcourse.rejection_sampling import rft_run
 from llmcourse.prm import load_prm, response_scores
 from llmcourse.reward_model import load_reward_model, score_responses
 from llmcourse.runtime import torch_threads
@@ -47,6 +57,7 @@ K = 16
 
 
 def _train_all(base: GPT) -> dict[str, tuple[GPT, float]]:
+    """Every method's model from the base model and its training seconds (seed 0)."""
     models: dict[str, tuple[GPT, float]] = {"base model": (base, 0.0)}
     model, h = sft_run(rank=4, lr=3e-3, seed=0)
     models["LoRA SFT (ch. 06)"] = (model, h["seconds"][0])
@@ -68,6 +79,26 @@ def _train_all(base: GPT) -> dict[str, tuple[GPT, float]]:
     model = copy.deepcopy(base)
     h = train_grpo(model, replace(GRPO_RECIPE, seed=0))
     models["GRPO (ch. 10)"] = (model, h["seconds"][0])
+    model, h = rft_run(RFT_RECIPE, seed=0)
+    models["RFT, rejection sampling (ch. 12)"] = (model, h["seconds"][0])
+    model, h = r1_run(R1_RECIPE, seed=0)
+    models["R1 recipe (ch. 12)"] = (model, h["seconds"][0])
+    return models
+
+
+def _train_students(teacher: GPT) -> dict[str, tuple[GPT, float]]:
+    """Chapter 12's student as shipped, after GRPO, and distilled from ``teacher`` by its data and its logits."""
+    models: dict[str, tuple[GPT, float]] = {"student (ch. 12)": (load_student_model(), 0.0)}
+    torch.manual_seed(0)
+    model = load_student_model()
+    h = train_grpo(model, replace(GRPO_RECIPE, seed=0))
+    models["student + GRPO"] = (model, h["seconds"][0])
+    data = teacher_responses(teacher, DISTILL_RECIPE)
+    for route in ("data", "logit"):
+        torch.manual_seed(0)
+        model = load_student_model()
+        h = distill_run(model, teacher, route, DISTILL_RECIPE, data)
+        models[f"student, {route}-distilled"] = (model, h["seconds"][0])
     return models
 
 
@@ -89,14 +120,20 @@ def run() -> list[str]:
         base = load_base_model()
         start = time.perf_counter()
         models = _train_all(base)
+        students = _train_students(models["GRPO (ch. 10)"][0])
         lines = [f"held-out: {tw.EVAL_SIZE} problems; sampled accuracy and format rate over {K} samples per problem at "
-                 f"temperature 1; KL to the base model in nats per response (exact per token, summed); seed 0, one thread",
-                 f"{'method':<28} {'greedy':>7} {'sampled':>8} {'format':>7} {'pass@16':>8} {'KL':>6} {'train s':>8}"]
-        for name, (model, seconds) in models.items():
+                 f"temperature 1; KL to the base model (the student's rows: to the shipped student) in nats per "
+                 f"response (exact per token, summed); seed 0, one thread",
+                 f"{'method':<32} {'params':>8} {'greedy':>7} {'sampled':>8} {'format':>7} {'pass@16':>8} {'KL':>6} "
+                 f"{'train s':>8}"]
+        student = students["student (ch. 12)"][0]
+        for name, (model, seconds) in {**models, **students}.items():
             ev = evaluate(model, k=K)
-            kl = kl_to_model(model, base) if model is not base else 0.0
-            lines.append(f"{name:<28} {100 * ev['greedy_accuracy']:6.1f}% {100 * ev['sampled_accuracy']:7.1f}% "
-                         f"{100 * ev['format_rate']:6.1f}% {100 * ev['pass_at_k']:7.1f}% {kl:6.2f} {seconds:8.1f}")
+            reference = student if name in students else base
+            kl = kl_to_model(model, reference) if model is not reference else 0.0
+            lines.append(f"{name:<32} {model.n_params():>8,} {100 * ev['greedy_accuracy']:6.1f}% "
+                         f"{100 * ev['sampled_accuracy']:7.1f}% {100 * ev['format_rate']:6.1f}% "
+                         f"{100 * ev['pass_at_k']:7.1f}% {kl:6.2f} {seconds:8.1f}")
         rm, prm = load_reward_model(), load_prm()
         lines += ["", f"test-time compute (chapter 11): one of {K} fresh samples per problem chosen by a vote or a "
                       f"verifier; accuracy, generated tokens per problem",
