@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from llmcourse import distillation as dist
+from llmcourse.sft import IGNORE
 from llmcourse.tooling.checker import (Exercise, KnownRight, KnownWrong, as_float64, register, under_no_grad)
 
 
@@ -46,20 +47,20 @@ def _hand_logits() -> tuple[torch.Tensor, torch.Tensor]:
 
 def _kd_cases(rng: np.random.Generator) -> list[dict]:
     s, t = _hand_logits()
-    targets = torch.tensor([[0, 2, 0, 1]])
+    targets = torch.where(_HAND_MASK, torch.tensor([[0, 2, 0, 1]]), IGNORE)        # −100 off the response, as in SFT
     cases = [dict(student_logits=s, teacher_logits=t, targets=targets, mask=_HAND_MASK, alpha=1.0, temperature=2.0),
              dict(student_logits=s, teacher_logits=t, targets=targets, mask=_HAND_MASK, alpha=0.5, temperature=1.0)]
     for alpha, tau in ((0.5, 2.0), (0.3, 4.0), (0.9, 0.5), (0.0, 2.0)):
         B, T, V = int(rng.integers(2, 5)), int(rng.integers(4, 8)), int(rng.integers(3, 9))
         student, teacher = _logit_pair(rng, B, T, V)
         cases.append(dict(student_logits=student, teacher_logits=teacher,
-                          targets=_t(rng.integers(0, V, (B, T)), torch.long), mask=_random_mask(rng, B, T),
-                          alpha=alpha, temperature=tau))
+                          targets=None, mask=_random_mask(rng, B, T), alpha=alpha, temperature=tau))
+        cases[-1]["targets"] = torch.where(cases[-1]["mask"], _t(rng.integers(0, V, (B, T)), torch.long), IGNORE)
     return cases
 
 
 def _ce(student_logits, targets, mask):
-    nll = -F.log_softmax(student_logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    nll = -F.log_softmax(student_logits, -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
     return (nll * mask).sum() / mask.sum()
 
 
@@ -117,7 +118,7 @@ def _kd_masked_then_mean(student_logits, teacher_logits, targets, mask, alpha=0.
     logp_s = F.log_softmax(student_logits / temperature, -1)
     logp_t = F.log_softmax(teacher_logits.detach() / temperature, -1)
     kl = (logp_t.exp() * (logp_t - logp_s)).sum(-1) * mask                        # zeros off the response …
-    nll = -F.log_softmax(student_logits, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1) * mask
+    nll = -F.log_softmax(student_logits, -1).gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1) * mask
     return alpha * temperature ** 2 * kl.mean() + (1 - alpha) * nll.mean()        # … but divided by B · T
 
 
@@ -279,7 +280,8 @@ register(
         cases=_kd_cases, grad_wrt=("student_logits", "teacher_logits"), grad_help=_GRAD_HELP,
         hint="Soften both: logp_s = log_softmax(student_logits / τ), logp_t = log_softmax(teacher_logits.detach() / τ); "
              "KL per position = Σ_v p_t (logp_t − logp_s); KD = τ² · its mean over the positions where mask is True; "
-             "CE = the mean over the same positions of −log_softmax(student_logits)[targets] (at τ = 1); return "
+             "CE = the mean over the same positions of −log_softmax(student_logits)[targets] (at τ = 1; targets is −100 "
+             "off the response, so gather with targets.clamp(min=0) and let the mask drop those positions); return "
              "alpha · KD + (1 − alpha) · CE, a scalar.",
         known_wrong=[
             KnownWrong("no τ²", _kd_no_tau_squared,

@@ -185,7 +185,9 @@ def _label_cases(rng: np.random.Generator) -> list[dict]:
              ("<think>7+5=12,4+8+1=13</think><answer>432</answer>", p),             # a column sum missing
              ("<think>9+7=16,5+7+1=13</think><answer>136</answer>", q),
              ("<answer>126</answer>", q), ("<answer>125</answer><|endoftext|>", q),
-             ("<think>5+6+1=12,9+7=16</think><answer>126</answer>", q)]             # the right sums, swapped
+             ("<think>5+6+1=12,9+7=16</think><answer>126</answer>", q),             # the right sums, swapped
+             ("<think>7+5=12,8+4+1=13,0+3+1=4</think><answer>432</answer>", p),     # the right total, operands swapped
+             ("<think>7+5=12,4+8+1=13,0+3+1=4,<answer>432</answer>", p)]            # reasoning never closed
     cases = [dict(response_text=t, problem=pp) for t, pp in fixed]
     for _ in range(2):
         pp = tw.sample_problems(1, seed=int(rng.integers(1 << 30)))[0]
@@ -196,7 +198,7 @@ def _label_cases(rng: np.random.Generator) -> list[dict]:
 
 
 def _split(text):
-    """(column sums, reasoned?) of a response whose reasoning is closed (the exercise's cases)."""
+    """(column sums, reasoned?) as a regex over <think>…</think> reads them (an unclosed reasoning reads as none)."""
     text = tw.strip_eos(text)
     m = re.search(r"<think>(.*?)</think>", text)
     return (m.group(1).split(",") if m else []), m is not None
@@ -243,6 +245,27 @@ def _labels_arithmetic(response_text, problem):
     return labels + [ok and complete and tw.is_correct(response_text, problem)]
 
 
+def _labels_sum_only(response_text, problem):
+    written, reasoned = _split(response_text)
+    true, labels, ok = _steps_of(problem), [], True
+    for i, s in enumerate(written):
+        ok = ok and i < len(true) and s.split("=")[-1] == true[i].split("=")[-1]       # only the total compared
+        labels.append(ok)
+    complete = not reasoned or len(written) == len(true)
+    return labels + [ok and complete and tw.is_correct(response_text, problem)]
+
+
+def _labels_closed_ignored(response_text, problem):
+    text = tw.strip_eos(response_text)
+    written, _ = prm.column_steps(text)                                                 # the closed flag dropped
+    true, labels, ok = _steps_of(problem), [], True
+    for i, s in enumerate(written):
+        ok = ok and i < len(true) and s == true[i]
+        labels.append(ok)
+    complete = not tw.is_reasoned(text) or len(written) == len(true)
+    return labels + [ok and complete and tw.is_correct(text, problem)]
+
+
 def _labels_any_position(response_text, problem):
     written, reasoned = _split(response_text)
     true, labels, ok = _steps_of(problem), [], True
@@ -265,7 +288,7 @@ def _labels_only_first(response_text, problem):
 def _labels_whole_text(response_text, problem):
     ideal = tw.response(problem, tw.REASONED if tw.is_reasoned(response_text) else tw.BARE)
     text = tw.strip_eos(response_text)
-    steps, _ = _split(text)
+    steps, _ = prm.column_steps(text)
     ideal_steps = _steps_of(problem)
     out, ok = [], True
     for i, s in enumerate(steps):                                     # prefix of the ideal response, step by step
@@ -456,6 +479,14 @@ register(
             KnownWrong("a true step at any position", _labels_any_position,
                        "You accepted a column sum that appears anywhere among the true ones. Step i must be the true "
                        "step i: the columns go from the right, one after the other."),
+            KnownWrong("only the total compared", _labels_sum_only,
+                       "You compared only the total after '=' with the true step's. A step is right when it is written "
+                       "exactly as the true one: '8+4+1=13' for '4+8+1=13' has the right total and the operands in the "
+                       "wrong order (the model read the wrong digits). Compare the whole step: s == true[i]."),
+            KnownWrong("an unclosed reasoning accepted", _labels_closed_ignored,
+                       "A reasoning that is never closed by </think> is incomplete: column_steps returns closed=False, "
+                       "and then the answer step is wrong even when the answer is right (the response skipped the "
+                       "step that ends the reasoning). Use the flag: complete = closed and len(written) == len(true)."),
             KnownWrong("only the first wrong step", _labels_only_first,
                        "You marked only the first wrong step. Every step after it is wrong too: the reasoning built "
                        "on a wrong step is wrong."),
