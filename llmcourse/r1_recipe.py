@@ -50,7 +50,7 @@ STAGES = ("base", "cold start", "cold start + RL", "R1: base SFT on RL samples",
 def cold_start_config(seed: int = 0) -> TrainConfig:
     """The cold start's SFT: 20 AdamW steps of 32 examples, peak lr 3e-4, warmup 4, cosine to 3e-5, no weight
     decay (chapter 06's full fine-tuning budget)."""
-    return TrainConfig(steps=20, batch_size=32, max_lr=3e-4, min_lr=3e-5, warmup_steps=4, weight_decay=0.0, seed=seed)
+    return replace(sft_config(seed), steps=20)                      # a round's SFT (rejection_sampling), half as long
 
 
 @dataclass(frozen=True)
