@@ -128,6 +128,18 @@ def _shrink(name: str, mod, mp: pytest.MonkeyPatch) -> None:
         mp.setattr(mod, "METHODS", {k: (r, c if c is None else small(c)) for k, (r, c) in mod.METHODS.items()})
         mp.setattr(mod, "GRPO_RECIPE", replace(mod.GRPO_RECIPE, **tiny_grpo))
         mp.setattr(mod, "K", 2)
+    elif name == "quantization":
+        mp.setattr(mod, "PROBLEMS", list(FEW))
+        mp.setattr(mod, "K", 2)
+        mp.setattr(mod, "QLORA", replace(mod.QLORA, steps=1))
+        mp.setattr(mod, "WIDE", replace(mod.WIDE, n_embd=64, n_head=2))
+        mp.setattr(mod, "NEW_TOKENS", 4)
+    elif name == "moe":
+        mp.setattr(mod, "RECIPE", replace(mod.RECIPE, train=replace(mod.RECIPE.train, steps=2, batch_size=4,
+                                                                    warmup_steps=1), n_problems=200,
+                                          sft=replace(mod.RECIPE.sft, steps=2, batch_size=4, warmup_steps=1),
+                                          n_sft_problems=50))
+        mp.setattr(mod, "K", 2)
     else:
         raise AssertionError(f"benchmark {name!r} has no smoke settings: add them here")
 

@@ -83,6 +83,8 @@ NB = {n: f"{n}.ipynb" for n in ("03_policy_gradients_ppo", "04_attention_kv_cach
 N03, N04, N05, N06, N07, N08, N09, N10 = NB.values()
 NA1 = "A1_trl_peft.ipynb"
 N12 = "12_rejection_sampling_distillation.ipynb"
+N13 = "13_quantization_moe.ipynb"
+DOCS_MOE = "docs/mixture_of_experts.md"
 DOCS_DIST = "docs/distillation.md"
 GLOSSARY, DOCS_TW = "GLOSSARY.md", "docs/task_world.md"
 
@@ -147,6 +149,11 @@ REGISTRY: tuple[Cite, ...] = (
     Cite("transformers.SinkCache", (N04,), removed=True),  # removed in v5; a Hub `custom_generate` method now
     Cite("transformers.GenerationMixin.generate", (N04,), kwargs=("custom_generate",)),
     Cite("transformers.PreTrainedTokenizerBase.apply_chat_template", (N05,)),
+    Cite("transformers.models.mixtral.modeling_mixtral.MixtralTopKRouter", (DOCS_MOE,)),
+    Cite("transformers.models.mixtral.modeling_mixtral.MixtralSparseMoeBlock", (N13, DOCS_MOE)),
+    Cite("transformers.models.mixtral.modeling_mixtral.load_balancing_loss_func", (N13, DOCS_MOE)),
+    Cite("transformers.MixtralConfig", (DOCS_MOE,), kwargs=("output_router_logits", "router_aux_loss_coef"),
+         defaults={"router_aux_loss_coef": 0.001}),
     Cite("transformers.get_cosine_schedule_with_warmup", (N05,)),
     Cite("transformers.TrainingArguments", (N05,), kwargs=("max_grad_norm",)),
     Cite("transformers.AutoModelForSequenceClassification.from_pretrained", (N07,), kwargs=("num_labels",),
@@ -164,6 +171,7 @@ COURSE_NAMES = {
     "TaskConfig": "llmcourse.taskworld", "GPTConfig": "llmcourse.model", "TrainConfig": "llmcourse.pretraining",
     "PRMConfig": "llmcourse.prm", "InferenceConfig": "llmcourse.inference",
     "RFTConfig": "llmcourse.rejection_sampling", "R1Config": "llmcourse.r1_recipe", "DistillConfig": "llmcourse.distillation",
+    "MoEConfig": "llmcourse.moe",
     "inject_lora": "llmcourse.lora",      # "use_rslora=True in PEFT and in `inject_lora`"
 }
 

@@ -22,7 +22,8 @@ from llmcourse import dpo, grpo, inference, lora, ppo_rlhf, prm, r1_recipe, reje
 ROOT = Path(__file__).resolve().parents[1]
 
 BENCHMARKED = {"PPOConfig", "DPOConfig", "ORPOConfig", "KTOConfig", "GRPOConfig", "RewardConfig", "PRMConfig",
-               "InferenceConfig", "RFTConfig", "R1Config", "DistillConfig"}
+               "InferenceConfig", "RFTConfig", "R1Config", "DistillConfig",
+               "QLoRARecipe", "MoERecipe", "MoEConfig"}
 """Configs of runs that a benchmark measures (chapters 03, 07, 08, 09, 10, 11)."""
 
 FREE = {"seed", "eval_every", "rpo_alpha"}
@@ -99,6 +100,13 @@ def test_benchmarks_use_the_package_recipes():
     assert distill_bench.METHODS[distill_bench.PURE_KD_ROW][1] is distillation.PURE_KD
     assert distill_bench.METHODS[distill_bench.ALL_ANSWERS_ROW][1] is distillation.ALL_ANSWERS
     assert distillation.RECIPE == distillation.DistillConfig()
+    from llmcourse import moe, quantization
+    from llmcourse.tooling.benchmarks import moe as moe_bench
+    from llmcourse.tooling.benchmarks import quantization as quant_bench
+    assert quant_bench.QLORA is quantization.QLORA and quantization.QLORA == quantization.QLoRARecipe()
+    assert (quantization.QLORA.rank, quantization.QLORA.lr) == (4, 3e-3) and ("LoRA r=4", 4, 3e-3) in lora.RUNS
+    assert moe_bench.RECIPE is moe.RECIPE and moe.RECIPE == moe.MoERecipe()
+    assert replace(moe.DEMO, train=moe.RECIPE.train) == moe.RECIPE
     from llmcourse.tooling.benchmarks import comparison
     assert comparison.RFT_RECIPE is rejection_sampling.RECIPE and comparison.R1_RECIPE is r1_recipe.RECIPE
     assert comparison.DISTILL_RECIPE is distillation.RECIPE and comparison.GRPO_RECIPE is grpo.RECIPE

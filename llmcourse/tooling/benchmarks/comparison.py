@@ -9,7 +9,9 @@ unpaired (`KTOConfig()`: 40 steps × 64 examples, β 0.1, λ_D = λ_U = 1), PPO 
 model (chapter 09: `PPOConfig()`), and GRPO with rule rewards (chapter 10: its recipe, `grpo.RECIPE`,
 lr 2e-4 and β 0.04); chapter 12's rejection-sampling fine-tuning (`rejection_sampling.RECIPE`) and R1 recipe
 (`r1_recipe.RECIPE`), and its student (`checkpoint.load_student_model`) as shipped, after GRPO, and distilled from the
-GRPO model above by its right answers and by its logits (`distillation.RECIPE`). Then every model answers the 256 held-out problems: greedily once and
+GRPO model above by its right answers and by its logits (`distillation.RECIPE`); chapter 13's GRPO model above stored
+in Q8_0 and Q4_0 (`quantization.quantize_model`, its block linear layers). Then every model answers the 256 held-out
+problems: greedily once and
 16 times at temperature 1 (sampled accuracy is pass@1 over those 16; pass@16 is the share of
 problems with at least one right answer among them). The KL to the base model is the exact
 categorical KL summed over the tokens of the model's own sampled responses (4 per problem), in
@@ -33,6 +35,7 @@ import torch
 
 
 from llmcourse import inference as inf
+from llmcourse import quantization as Q
 from llmcourse import taskworld as tw
 from llmcourse.checkpoint import load_base_model, load_student_model
 from llmcourse.distillation import RECIPE as DISTILL_RECIPE
@@ -102,6 +105,28 @@ def _train_students(teacher: GPT) -> dict[str, tuple[GPT, float]]:
     return models
 
 
+def _quantized(grpo_model: GPT) -> dict[str, tuple[GPT, float]]:
+    """Chapter 13: the GRPO model above with its block linear layers stored in Q8_0 and in Q4_0 (no training; the
+    seconds are the quantization's)."""
+    models: dict[str, tuple[GPT, float]] = {}
+    for fmt, label in (("q8_0", "Q8_0"), ("q4_0", "Q4_0")):
+        start = time.perf_counter()
+        model = Q.quantize_model(grpo_model, fmt)
+        models[f"GRPO in {label}, {Q.bytes_per_weight(model):g} B/weight"] = (model, time.perf_counter() - start)
+    return models
+
+
+def _row(name: str, model: GPT, seconds: float, reference: GPT) -> str:
+    """One line of the table: ``model`` on the held-out problems, its KL to ``reference``."""
+    ev = evaluate(model, k=K)
+    kl = kl_to_model(model, reference) if model is not reference else 0.0
+    params = model.n_params() + sum(m.in_features * m.out_features for m in model.modules()   # + quantized weights
+                                    if isinstance(m, Q.QuantizedLinear))
+    return (f"{name:<32} {params:>8,} {100 * ev['greedy_accuracy']:6.1f}% "
+            f"{100 * ev['sampled_accuracy']:7.1f}% {100 * ev['format_rate']:6.1f}% "
+            f"{100 * ev['pass_at_k']:7.1f}% {kl:6.2f} {seconds:8.1f}")
+
+
 def _test_time(model: GPT, rm, prm) -> dict[str, float]:
     """Vote, ORM and PRM best-of-K over K fresh samples per held-out problem, and the tokens per problem."""
     cfg = replace(inf.LIVE, n_samples=K, ns=(K,))                                 # K = 16: inf.LIVE's largest N
@@ -120,6 +145,7 @@ def run() -> list[str]:
         base = load_base_model()
         start = time.perf_counter()
         models = _train_all(base)
+        models.update(_quantized(models["GRPO (ch. 10)"][0]))
         students = _train_students(models["GRPO (ch. 10)"][0])
         lines = [f"held-out: {tw.EVAL_SIZE} problems; sampled accuracy and format rate over {K} samples per problem at "
                  f"temperature 1; KL to the base model (the student's rows: to the shipped student) in nats per "
@@ -128,12 +154,7 @@ def run() -> list[str]:
                  f"{'train s':>8}"]
         student = students["student (ch. 12)"][0]
         for name, (model, seconds) in {**models, **students}.items():
-            ev = evaluate(model, k=K)
-            reference = student if name in students else base
-            kl = kl_to_model(model, reference) if model is not reference else 0.0
-            lines.append(f"{name:<32} {model.n_params():>8,} {100 * ev['greedy_accuracy']:6.1f}% "
-                         f"{100 * ev['sampled_accuracy']:7.1f}% {100 * ev['format_rate']:6.1f}% "
-                         f"{100 * ev['pass_at_k']:7.1f}% {kl:6.2f} {seconds:8.1f}")
+            lines.append(_row(name, model, seconds, student if name in students else base))
         rm, prm = load_reward_model(), load_prm()
         lines += ["", f"test-time compute (chapter 11): one of {K} fresh samples per problem chosen by a vote or a "
                       f"verifier; accuracy, generated tokens per problem",
