@@ -18,8 +18,6 @@ import json
 import statistics
 from pathlib import Path
 
-import torch
-
 from llmcourse import moe
 from llmcourse.evaluation import evaluate
 from llmcourse.runtime import torch_threads
