@@ -38,6 +38,7 @@ from llmcourse.grpo import RECIPE as GRPO_RECIPE
 from llmcourse.grpo import GRPOConfig, train_grpo
 from llmcourse.model import GPT
 from llmcourse.pretraining import TrainConfig
+from llmcourse.rejection_sampling import RECIPE as RFT_RECIPE
 from llmcourse.rejection_sampling import filter_samples, sft_config
 from llmcourse.run_log import RunLog
 from llmcourse.sampling import sample_responses
@@ -63,14 +64,14 @@ class R1Config:
     """The cold start's SFT (its seed replaced by ``seed``)."""
     rl: GRPOConfig = field(default_factory=lambda: GRPO_RECIPE)
     """Stage 2 (and the optional stage 4): chapter 10's GRPO recipe (its seed replaced by ``seed``)."""
-    problems: int = 320
-    """Stage 3: fresh training problems the RL model answers."""
-    samples_per_problem: int = 8
+    problems: int = RFT_RECIPE.problems_per_round
+    """Stage 3: fresh training problems the RL model answers (one rejection-sampling round's, 320)."""
+    samples_per_problem: int = RFT_RECIPE.samples_per_problem
     """Stage 3: k samples per problem (320 × 8 = 2,560 responses, one RFT round's budget)."""
-    max_per_problem: int = 4
+    max_per_problem: int = RFT_RECIPE.max_per_problem
     """Stage 3: m, distinct right and well-formed responses kept per problem at most (`filter_samples`)."""
-    temperature: float = 1.0
-    """Stage 3: sampling temperature."""
+    temperature: float = RFT_RECIPE.temperature
+    """Stage 3: sampling temperature (a round's)."""
     sft: TrainConfig = field(default_factory=sft_config)
     """Stage 3: the SFT of the base model on the kept samples (rejection sampling's round SFT; seed replaced)."""
     rl_again: bool = False
